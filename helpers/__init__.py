@@ -1,0 +1,15 @@
+"""Helpers for the course "Communication-efficient federated learning with TFF".
+
+One module does one thing:
+
+- ``helpers.config``      fast (smoke) mode, seeds and the folders the course writes to
+- ``helpers.data``        federated EMNIST: the real download or an offline stand-in
+- ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
+- ``helpers.sizing``      bits of tensors and how to print them
+- ``helpers.compression`` measured broadcast and mean processes built from encoders
+- ``helpers.training``    run rounds, log them, keep a history
+- ``helpers.plotting``    the course's figures
+
+Modules are imported on demand (``from helpers import data``) so that importing
+``helpers`` alone does not start TensorFlow.
+"""

@@ -1,0 +1,49 @@
+"""Course-wide settings read from environment variables.
+
+- ``COURSE_FAST=1`` switches every notebook to a smoke size (few rounds, few
+  clients, a small offline dataset). ``make test`` sets it; ``make course``
+  does not.
+- ``COURSE_DATA_SOURCE`` forces the data source: ``auto`` (default), ``tff``
+  or ``offline``.
+- ``COURSE_OUTPUT_DIR`` is where executed notebooks, TensorBoard logs and
+  benchmark results go (default: ``outputs/`` in the repository, or the
+  current folder's ``outputs/`` when the package is used elsewhere).
+"""
+import os
+import pathlib
+
+SEED = 0
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def fast_mode() -> bool:
+    """True when ``COURSE_FAST`` asks for the smoke size; raises on a bad value."""
+    value = os.environ.get("COURSE_FAST", "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(
+        f"COURSE_FAST={value!r} is not understood: use COURSE_FAST=1 for the "
+        "smoke size or COURSE_FAST=0 (or unset it) for the full course."
+    )
+
+
+def pick(full, fast):
+    """Return ``fast`` in fast mode and ``full`` otherwise."""
+    return fast if fast_mode() else full
+
+
+def repo_root() -> pathlib.Path:
+    """The repository folder this package was installed from (editable install)."""
+    return pathlib.Path(__file__).resolve().parent.parent
+
+
+def output_dir(*parts: str) -> pathlib.Path:
+    """A folder under the course's output folder, created if missing."""
+    base = os.environ.get("COURSE_OUTPUT_DIR") or str(repo_root() / "outputs")
+    path = pathlib.Path(base).expanduser().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

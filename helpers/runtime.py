@@ -1,0 +1,65 @@
+"""Keep TensorFlow Federated's helper process from outliving Python.
+
+TFF runs every computation in a child process called ``worker_binary``. That
+child survives the Python process that started it, keeps its pipes open, and so
+makes ``python script.py | cat``, nbval and CI wait forever. Importing this
+module registers an exit hook that stops every such child of this process.
+"""
+import atexit
+import os
+import signal
+import time
+
+import psutil
+
+_WORKER_NAME = "worker_binary"
+
+
+def tff_worker_pids(parent_pid=None):
+    """PIDs of TFF ``worker_binary`` processes started by ``parent_pid`` (default: this process)."""
+    parent = psutil.Process(parent_pid or os.getpid())
+    pids = []
+    for child in parent.children(recursive=True):
+        try:
+            if _WORKER_NAME in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def stop_tff_workers(timeout_seconds=5.0):
+    """Stop this process's TFF workers (SIGINT, then SIGKILL); returns how many were stopped."""
+    pids = tff_worker_pids()
+    for pid in pids:
+        _signal(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout_seconds
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if psutil.pid_exists(pid) and not _is_zombie(pid)]
+        time.sleep(0.05)
+    for pid in alive:
+        _signal(pid, signal.SIGKILL)
+    for pid in pids:  # reap, so no zombie is left in the process table
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    return len(pids)
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _is_zombie(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+atexit.register(stop_tff_workers)
