@@ -95,10 +95,7 @@ def _encoders_for(specs, names, encoder_fn, expected_type, wrap_with):
     encoders = []
     for name, spec in zip(names, specs):
         what = _describe(name, spec)
-        if not spec.dtype.is_floating:
-            raise TypeError(
-                f"{what} is not floating point; encoders (and averaging) only apply to float "
-                "variables. Cast it to float32 in the model, or keep it out of the model weights.")
+        _check_floating(name, spec)
         encoder = encoder_fn(spec)
         if encoder is None:
             raise TypeError(f"encoder_fn returned None for {what}. It must return a "
@@ -116,6 +113,13 @@ def _encoders_for(specs, names, encoder_fn, expected_type, wrap_with):
                 "receives, e.g. te.encoders." + wrap_with + "(encoder, spec).")
         encoders.append(encoder)
     return encoders
+
+
+def _check_floating(name, spec):
+    if not spec.dtype.is_floating:
+        raise TypeError(
+            f"{_describe(name, spec)} is not floating point; encoders (and averaging) only apply "
+            "to float variables. Cast it to float32 in the model, or keep it out of the weights.")
 
 
 def _tensor_specs(value_type):
@@ -332,6 +336,8 @@ class _LiftedMeasurementsMean(tff.aggregators.WeightedAggregationFactory):
         self._mean = tff.aggregators.MeanFactory(value_sum_factory=EncodedSumFactory(encoder_fn))
 
     def create(self, value_type, weight_type):
+        for i, spec in enumerate(_tensor_specs(value_type)):
+            _check_floating(f"#{i}", spec)
         inner = self._mean.create(value_type, weight_type)
 
         @tff.tensorflow.computation(inner.next.type_signature.result.measurements.member)

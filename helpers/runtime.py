@@ -6,6 +6,7 @@ makes ``python script.py | cat``, nbval and CI wait forever. Importing this
 module registers an exit hook that stops every such child of this process.
 """
 import atexit
+import gc
 import os
 import signal
 import time
@@ -45,7 +46,16 @@ def stop_tff_workers(timeout_seconds=5.0):
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+    _forget_stopped_workers()
     return len(pids)
+
+
+def _forget_stopped_workers():
+    """Disarm TFF's ``ServiceManager.__del__``: it would fail noisily at interpreter exit."""
+    for obj in gc.get_objects():
+        cls = type(obj)
+        if cls.__name__ == "ServiceManager" and "executor_factory" in cls.__module__:
+            cls.__del__ = lambda self: None
 
 
 def _signal(pid, sig):

@@ -1,0 +1,131 @@
+"""The course's figures. Every function draws on a matplotlib ``Axes`` and returns it.
+
+Bits are plotted in Mibit (2**20 bits) and labelled so; several runs
+(:class:`helpers.training.History`) can be overlaid, each labelled by its name.
+"""
+import matplotlib.pyplot as plt
+import numpy as np
+
+from helpers import sizing
+
+
+def _axes(ax):
+    return ax if ax is not None else plt.subplots(figsize=(6, 3.5))[1]
+
+
+def plot_metric(histories, key, ax=None, ylabel=None):
+    """A per-round metric (e.g. ``'loss'``, ``'accuracy'``) of each run against round."""
+    ax = _axes(ax)
+    for history in histories:
+        ax.plot(history.column("round"), history.column(key), marker=".", label=history.name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel or key)
+    ax.legend()
+    return ax
+
+
+def plot_test_accuracy(histories, ax=None):
+    """Test accuracy (%) of each run at its evaluation rounds."""
+    ax = _axes(ax)
+    for history in histories:
+        rounds = [e["round"] for e in history.evals]
+        ax.plot(rounds, [100 * e["accuracy"] for e in history.evals], marker="o", label=history.name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    return ax
+
+
+def plot_cumulative_bits(histories, key="broadcast_bits", ax=None):
+    """Running total of ``key`` (``broadcast_bits`` or ``aggregated_bits``), in Mibit, against round."""
+    ax = _axes(ax)
+    for history in histories:
+        ax.plot(history.column("round"), history.column("cumulative_" + key) / 2**20,
+                marker=".", label=history.name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"cumulative {key.replace('_', ' ')} (Mibit)")
+    ax.legend()
+    return ax
+
+
+def plot_accuracy_vs_bits(histories, ax=None, log=False):
+    """Test accuracy (%) against cumulative bits in both directions (Mibit) at each evaluation."""
+    ax = _axes(ax)
+    for history in histories:
+        by_round = {r["round"]: r for r in history.rounds}
+        totals = [(by_round[e["round"]]["cumulative_broadcast_bits"]
+                   + by_round[e["round"]]["cumulative_aggregated_bits"]) / 2**20 for e in history.evals]
+        ax.plot(totals, [100 * e["accuracy"] for e in history.evals], marker="o", label=history.name)
+    ax.set_xlabel("cumulative bits, broadcast + aggregated (Mibit)")
+    ax.set_ylabel("test accuracy (%)")
+    if log:
+        ax.set_xscale("log")
+    ax.legend()
+    return ax
+
+
+def compare_runs(histories):
+    """A 2x2 figure: training loss, training accuracy, cumulative broadcast and aggregated bits."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5))
+    plot_metric(histories, "loss", axes[0, 0], "training loss")
+    plot_metric(histories, "accuracy", axes[0, 1], "training accuracy")
+    plot_cumulative_bits(histories, "broadcast_bits", axes[1, 0])
+    plot_cumulative_bits(histories, "aggregated_bits", axes[1, 1])
+    fig.tight_layout()
+    return fig
+
+
+def plot_bits_by_variable(rows, ax=None):
+    """Horizontal bars of each variable's bits per client per round (rows from ``sizing.variable_table``)."""
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 3))[1]
+    names = [r["variable"] for r in rows]
+    mib = np.array([r["bits"] for r in rows]) / 2**20
+    total = mib.sum()
+    bars = ax.barh(names, mib)
+    for bar, value in zip(bars, mib):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f" {value:.2f} Mibit ({100 * value / total:.1f}%)", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("bits per client per round, uncompressed (Mibit)")
+    ax.set_xlim(0, mib.max() * 1.35)
+    ax.set_title(f"where the {sizing.format_bits(total * 2**20)} of one model go")
+    return ax
+
+
+def plot_examples_per_client(counts, ax=None):
+    """Histogram of the number of training examples per client."""
+    ax = _axes(ax)
+    ax.hist(counts, bins=40)
+    ax.set_xlabel("training examples per client")
+    ax.set_ylabel("clients")
+    return ax
+
+
+def plot_label_mix(label_counts, ax=None, max_clients=60):
+    """Heatmap of each client's label distribution (rows: clients, columns: labels)."""
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 4))[1]
+    counts = np.asarray(label_counts, dtype=float)[:max_clients]
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(fractions.T, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel(f"client (first {len(counts)})")
+    ax.set_ylabel("label")
+    ax.set_yticks(range(fractions.shape[1]))
+    plt.colorbar(image, ax=ax, label="fraction of the client's examples")
+    return ax
+
+
+def plot_digits(images_by_writer, max_per_writer=8):
+    """A grid of digits: one row per writer. ``images_by_writer`` maps writer id to (images, labels)."""
+    writers = list(images_by_writer)
+    fig, axes = plt.subplots(len(writers), max_per_writer,
+                             figsize=(1.1 * max_per_writer, 1.25 * len(writers)), squeeze=False)
+    for row, writer in zip(axes, writers):
+        images, labels = images_by_writer[writer]
+        for col, ax in enumerate(row):
+            ax.axis("off")
+            if col < len(images):
+                ax.imshow(np.squeeze(images[col]), cmap="gray", vmin=0, vmax=1)
+                ax.set_title(str(labels[col]), fontsize=8)
+        row[0].text(-4, 14, str(writer)[-10:], ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig

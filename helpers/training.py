@@ -1,0 +1,213 @@
+"""Run rounds of a federated learning process and keep what happened.
+
+:func:`run_rounds` is the course's training loop. Each round it samples
+clients with a seeded generator, runs ``process.next``, prints the seed
+tutorial's per-round line (loss, accuracy, broadcast and aggregated bits, and
+their running totals), writes TensorBoard scalars, and every ``eval_every``
+rounds evaluates the global model on the test split. It returns a
+:class:`History` that saves to and loads from a JSON file.
+"""
+import json
+import pathlib
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm.std import tqdm
+
+from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
+from helpers import sizing
+
+BITS_KEYS = ("broadcast_bits", "aggregated_bits")
+
+
+class History:
+    """Per-round records of one run: ``rounds`` (list of dicts) and ``evals`` (list of dicts).
+
+    Each round record has ``round`` (1-based), ``clients``, ``seconds``,
+    ``loss``, ``accuracy``, ``broadcast_bits``, ``aggregated_bits``, their
+    ``cumulative_*`` totals, and every other scalar metric of the process
+    under its ``section/name`` path. Each eval record has ``round``, ``loss``
+    and ``accuracy`` on the test split.
+    """
+
+    def __init__(self, name, config=None, rounds=None, evals=None):
+        self.name = name
+        self.config = dict(config or {})
+        self.rounds = list(rounds or [])
+        self.evals = list(evals or [])
+
+    def column(self, key):
+        """Values of ``key`` across rounds, as a numpy array."""
+        return np.array([r[key] for r in self.rounds])
+
+    def final_accuracy(self):
+        """Test accuracy of the last evaluation (a fraction), or None if never evaluated."""
+        return self.evals[-1]["accuracy"] if self.evals else None
+
+    def total_bits(self, key):
+        """Bits of ``key`` (``broadcast_bits`` or ``aggregated_bits``) summed over all rounds."""
+        return int(sum(r[key] for r in self.rounds))
+
+    def to_frame(self):
+        """The round records as a ``pandas.DataFrame`` indexed by round."""
+        import pandas as pd
+        return pd.DataFrame(self.rounds).set_index("round")
+
+    def save(self, path):
+        """Write the history as JSON to ``path``; returns the path."""
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = dict(name=self.name, config=self.config, rounds=self.rounds, evals=self.evals)
+        path.write_text(json.dumps(data, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a history written by :meth:`save`."""
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no saved history at {path}; run the training cell first.")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a saved history (invalid JSON: {error}); "
+                             "delete it and train again.") from None
+        return cls(data["name"], data.get("config"), data["rounds"], data.get("evals"))
+
+    def __repr__(self):
+        return f"History({self.name!r}, {len(self.rounds)} rounds, {len(self.evals)} evals)"
+
+
+def sample_clients(client_ids, clients_per_round, rng):
+    """``clients_per_round`` distinct ids drawn from ``client_ids`` with the numpy Generator ``rng``."""
+    client_ids = list(client_ids)
+    if isinstance(clients_per_round, bool) or not isinstance(clients_per_round, (int, np.integer)):
+        raise TypeError(f"clients_per_round must be an integer, got {clients_per_round!r}.")
+    if clients_per_round <= 0:
+        raise ValueError(f"clients_per_round must be at least 1, got {clients_per_round}.")
+    if clients_per_round > len(client_ids):
+        raise ValueError(f"clients_per_round={clients_per_round} but the data has only "
+                         f"{len(client_ids)} clients; sample at most {len(client_ids)}.")
+    picked = rng.choice(len(client_ids), size=clients_per_round, replace=False)
+    return [client_ids[i] for i in picked]
+
+
+def flatten_metrics(metrics, prefix=""):
+    """Nested metrics -> flat dict ``{'section/name': float}`` of the scalar leaves."""
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if hasattr(value, "items"):
+            flat.update(flatten_metrics(value, name + "/"))
+        elif np.ndim(value) == 0:
+            flat[name] = value.item() if hasattr(value, "item") else value
+    return flat
+
+
+def _round_record(round_num, clients, seconds, metrics, previous):
+    flat = flatten_metrics(metrics)
+    record = dict(round=round_num, clients=list(clients), seconds=seconds)
+    record["loss"] = flat.get("client_work/train/loss", float("nan"))
+    record["accuracy"] = flat.get("client_work/train/sparse_categorical_accuracy", float("nan"))
+    record["broadcast_bits"] = int(flat.get("distributor/broadcast_bits", 0))
+    record["aggregated_bits"] = int(flat.get("aggregator/aggregated_bits", 0))
+    for key in BITS_KEYS:
+        record["cumulative_" + key] = record[key] + (previous["cumulative_" + key] if previous else 0)
+    record.update({k: v for k, v in flat.items() if k not in record})
+    return record
+
+
+def format_round(record):
+    """The per-round line: ``round  3, loss=..., accuracy=..., broadcast=... (total ...), aggregated=...``."""
+    return (f"round {record['round']:3d}, loss={record['loss']:.4f}, "
+            f"accuracy={record['accuracy']:.4f}, "
+            f"broadcast={sizing.format_bits(record['broadcast_bits'])} "
+            f"(total {sizing.format_bits(record['cumulative_broadcast_bits'])}), "
+            f"aggregated={sizing.format_bits(record['aggregated_bits'])} "
+            f"(total {sizing.format_bits(record['cumulative_aggregated_bits'])}), "
+            f"{record['seconds']:.1f} s")
+
+
+def _write_scalars(writer, step, values):
+    with writer.as_default(step=step):
+        for key, value in values.items():
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+                tf.summary.scalar(key, float(value))
+    writer.flush()
+
+
+def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_round=10,
+               seed=0, evaluate_fn=None, eval_every=None, logdir=None, name="run",
+               verbose=True, state=None):
+    """Train ``process`` for ``num_rounds`` rounds; returns ``(state, History)``.
+
+    - ``client_datasets_fn(ids)`` returns the preprocessed ``tf.data`` datasets of those clients.
+    - Clients are sampled from ``client_ids`` with ``numpy.random.default_rng(seed)``,
+      so the same seed gives the same clients every run.
+    - ``evaluate_fn(model_weights)`` returns ``{'loss':..., 'accuracy':...}`` on the
+      test split; it runs every ``eval_every`` rounds and after the last round.
+    - ``logdir``: a folder for TensorBoard scalars (none written if ``None``).
+    - ``state``: continue from this state instead of ``process.initialize()``.
+    """
+    if isinstance(num_rounds, bool) or not isinstance(num_rounds, (int, np.integer)) or num_rounds < 1:
+        raise ValueError(f"num_rounds must be a positive integer, got {num_rounds!r}.")
+    rng = np.random.default_rng(seed)
+    history = History(name, dict(num_rounds=int(num_rounds), clients_per_round=int(clients_per_round),
+                                 seed=seed))
+    writer = tf.summary.create_file_writer(str(logdir)) if logdir else None
+    state = process.initialize() if state is None else state
+    bar = tqdm(range(1, num_rounds + 1), desc=name, unit="round", disable=not verbose,
+               leave=False, mininterval=1.0)
+    for round_num in bar:
+        clients = sample_clients(client_ids, clients_per_round, rng)
+        datasets = client_datasets_fn(clients)
+        start = time.perf_counter()
+        output = process.next(state, datasets)
+        seconds = time.perf_counter() - start
+        state = output.state
+        record = _round_record(round_num, clients, seconds, output.metrics,
+                               history.rounds[-1] if history.rounds else None)
+        history.rounds.append(record)
+        if verbose:
+            bar.write(format_round(record))
+        if writer:
+            _write_scalars(writer, round_num, {k: v for k, v in record.items() if k != "round"})
+        last = round_num == num_rounds
+        if evaluate_fn and (last or (eval_every and round_num % eval_every == 0)):
+            result = dict(evaluate_fn(process.get_model_weights(state)), round=round_num)
+            history.evals.append(result)
+            if verbose:
+                bar.write(f"          test: loss={result['loss']:.4f}, accuracy={result['accuracy']:.4f}")
+            if writer:
+                _write_scalars(writer, round_num, {"test/" + k: v for k, v in result.items()
+                                                   if k != "round"})
+    bar.close()
+    if writer:
+        writer.close()
+    return state, history
+
+
+def keras_evaluator(keras_model_fn, test_dataset):
+    """A function ``model_weights -> {'loss', 'accuracy'}`` evaluating on ``test_dataset`` with Keras.
+
+    ``keras_model_fn()`` builds the uncompiled Keras model the TFF model wraps;
+    ``test_dataset`` yields ``(x, y)`` or ``OrderedDict(x=, y=)`` batches.
+    """
+    model = keras_model_fn()
+    model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+    dataset = test_dataset.map(_as_tuple)
+
+    def evaluate(model_weights):
+        model_weights.assign_weights_to(model)
+        loss, accuracy = model.evaluate(dataset, verbose=0)
+        return dict(loss=float(loss), accuracy=float(accuracy))
+
+    return evaluate
+
+
+def _as_tuple(batch):
+    if isinstance(batch, dict):
+        return batch["x"], batch["y"]
+    return batch

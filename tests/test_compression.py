@@ -1,0 +1,154 @@
+"""The measured processes: exact bits from real rounds, decode error, bad encoders."""
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+from helpers import compression, model, sizing, training
+from tests.synthetic import client_datasets
+
+IDENTITY_BITS = 53_227_840       # 1,663,370 float32 values
+EIGHT_BIT_BITS = 15_357_536      # 8-bit uniform quantization above 10,000 elements
+CLIENTS = 10
+
+
+@pytest.fixture(scope="module")
+def model_fn():
+    return model.build_model_fn()
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    return client_datasets(CLIENTS)
+
+
+def one_round(model_fn, encoders, datasets):
+    process = compression.build_fed_avg(model_fn, encoders)
+    output = process.next(process.initialize(), datasets)
+    return output.metrics["distributor"]["broadcast_bits"], output.metrics["aggregator"]["aggregated_bits"]
+
+
+def test_identity_round_sends_the_whole_model_each_way(model_fn, datasets):
+    broadcast, aggregated = one_round(model_fn, compression.identity(), datasets)
+    assert broadcast == CLIENTS * IDENTITY_BITS
+    assert aggregated == CLIENTS * IDENTITY_BITS
+    assert sizing.format_bits(broadcast) == "507.62 Mibit"
+
+
+def test_eight_bit_policy_round(model_fn, datasets):
+    broadcast, aggregated = one_round(model_fn, compression.uniform_quantization(8), datasets)
+    assert broadcast == CLIENTS * EIGHT_BIT_BITS
+    assert aggregated == CLIENTS * EIGHT_BIT_BITS
+    assert sizing.format_bits(aggregated) == "146.46 Mibit"
+    assert round(IDENTITY_BITS / EIGHT_BIT_BITS, 2) == 3.47
+
+
+@pytest.mark.parametrize("direction", ["broadcast", "mean"])
+def test_one_direction_compressed_the_other_plain(model_fn, datasets, direction):
+    q8 = compression.uniform_quantization(8)
+    encoders = compression.EncoderFns(**{direction: getattr(q8, direction),
+                                         ("mean" if direction == "broadcast" else "broadcast"): None})
+    broadcast, aggregated = one_round(model_fn, encoders, datasets[:3])
+    expected = {"broadcast": (EIGHT_BIT_BITS, IDENTITY_BITS), "mean": (IDENTITY_BITS, EIGHT_BIT_BITS)}
+    assert (broadcast, aggregated) == tuple(3 * b for b in expected[direction])
+
+
+def test_bits_scale_with_clients_sampled(model_fn, datasets):
+    broadcast, aggregated = one_round(model_fn, compression.uniform_quantization(8), datasets[:2])
+    assert (broadcast, aggregated) == (2 * EIGHT_BIT_BITS, 2 * EIGHT_BIT_BITS)
+
+
+def test_decoded_broadcast_is_within_one_quantization_step(model_fn):
+    process = compression.build_encoded_broadcast_process(model_fn, compression.uniform_quantization(8).broadcast)
+    weights_type = tff.learning.models.weights_type_from_model(model_fn)
+
+    @tff.federated_computation(process.initialize.type_signature.result,
+                               tff.FederatedType(weights_type, tff.SERVER),
+                               tff.FederatedType(np.int32, tff.CLIENTS))
+    def broadcast(state, weights, _):
+        return process.next(state, weights).result
+
+    keras_model = model.create_original_fedavg_cnn_model()
+    sent = [v.numpy() for v in keras_model.trainable_variables]
+    weights = tff.learning.models.ModelWeights(trainable=sent, non_trainable=[])
+    received = broadcast(process.initialize(), weights, [0, 0])
+    assert len(received) == 2
+    for client in received:
+        for original, decoded in zip(sent, client.trainable):
+            error = np.max(np.abs(original - decoded))
+            if original.size > compression.DEFAULT_THRESHOLD:
+                step = (original.max() - original.min()) / (2**8 - 1)
+                assert 0 < error <= step * (1 + 1e-5)
+            else:
+                assert error == 0
+
+
+def test_same_seed_same_clients_and_bits(model_fn):
+    process = compression.build_fed_avg(model_fn, compression.uniform_quantization(8))
+    ids = [f"c{i}" for i in range(12)]
+    by_id = dict(zip(ids, client_datasets(12)))
+    runs = [training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
+                                clients_per_round=3, seed=7, verbose=False)[1] for _ in range(2)]
+    first, second = runs
+    assert [r["clients"] for r in first.rounds] == [r["clients"] for r in second.rounds]
+    assert first.rounds[0]["clients"] != first.rounds[1]["clients"]
+    for key in ("broadcast_bits", "aggregated_bits", "cumulative_aggregated_bits"):
+        assert list(first.column(key)) == list(second.column(key))
+    assert first.rounds[-1]["cumulative_broadcast_bits"] == 2 * 3 * EIGHT_BIT_BITS
+
+
+# ------------------------------------------------------------- bad inputs --
+
+def test_encoder_fn_returning_a_core_encoder_is_refused(model_fn):
+    with pytest.raises(TypeError, match=r"needs a te.core.SimpleEncoder.*as_simple_encoder"):
+        compression.build_encoded_broadcast_process(model_fn, lambda spec: te.encoders.identity())
+
+
+def test_encoder_fn_returning_none_names_the_variable(model_fn):
+    def forgot_return(spec):
+        te.encoders.as_simple_encoder(te.encoders.identity(), spec)
+
+    with pytest.raises(TypeError, match=r"returned None for variable \S*conv2d\S*/kernel .*forget `return`"):
+        compression.build_encoded_broadcast_process(model_fn, forgot_return)
+
+
+def test_encoder_built_for_another_shape_names_the_variable(model_fn):
+    wrong = tf.TensorSpec([10], tf.float32)
+    with pytest.raises(ValueError, match=r"built for float32 \[10\] for variable \S*kernel \(float32 \[5, 5, 1, 32\]\)"):
+        compression.build_encoded_broadcast_process(
+            model_fn, lambda spec: te.encoders.as_simple_encoder(te.encoders.identity(), wrong))
+
+
+def test_gather_encoder_for_another_dtype_is_refused():
+    factory = compression.build_encoded_mean_process(
+        lambda spec: te.encoders.as_gather_encoder(te.encoders.identity(), tf.TensorSpec(spec.shape, tf.float64)))
+    with pytest.raises(ValueError, match=r"built for float64 \[3\] for variable #0 \(float32 \[3\]\)"):
+        factory.create(tff.TensorType(np.float32, [3]), tff.TensorType(np.float32))
+
+
+def test_mean_process_refuses_a_simple_encoder():
+    factory = compression.build_encoded_mean_process(compression.identity().broadcast)
+    with pytest.raises(TypeError, match="needs a te.core.GatherEncoder"):
+        factory.create(tff.TensorType(np.float32, [3]), tff.TensorType(np.float32))
+
+
+def test_non_float_variable_is_refused():
+    factory = compression.build_encoded_mean_process(compression.identity().mean)
+    value_type = tff.StructWithPythonType([tff.TensorType(np.float32, [3]), tff.TensorType(np.int32, [2])], list)
+    with pytest.raises(TypeError, match=r"variable #1 \(int32 \[2\]\) is not floating point"):
+        factory.create(value_type, tff.TensorType(np.float32))
+
+
+@pytest.mark.parametrize("bits", [0, 17, 8.0, True])
+def test_bits_outside_one_to_sixteen(bits):
+    with pytest.raises(ValueError, match="bits must be an integer from 1 to 16"):
+        compression.uniform_quantization(bits)
+
+
+@pytest.mark.parametrize("count, message", [(0, "at least 1"), (13, "only 12 clients")])
+def test_bad_clients_per_round(count, message):
+    with pytest.raises(ValueError, match=message):
+        training.sample_clients([f"c{i}" for i in range(12)], count, np.random.default_rng(0))
