@@ -47,3 +47,11 @@ def output_dir(*parts: str) -> pathlib.Path:
     path = pathlib.Path(base).expanduser().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def interactive() -> bool:
+    """False in fast mode and in headless runs (``COURSE_HEADLESS=1``, set by ``make course``).
+
+    Notebooks open TensorBoard only when this is True.
+    """
+    return not fast_mode() and os.environ.get("COURSE_HEADLESS", "") not in _TRUE

@@ -5,7 +5,6 @@
 layer of 512 units and a softmax output. For 10 digit classes it has
 1,663,370 parameters; for the 62-class EMNIST variant 1,690,046.
 """
-import collections
 import functools
 
 import tensorflow as tf
@@ -41,11 +40,9 @@ def create_original_fedavg_cnn_model(only_digits=True):
 
 
 def input_spec(batch_size=None):
-    """The element spec of a preprocessed client dataset: ``OrderedDict(x, y)``."""
-    return collections.OrderedDict(
-        x=tf.TensorSpec([batch_size, *INPUT_SHAPE], tf.float32),
-        y=tf.TensorSpec([batch_size], tf.int32),
-    )
+    """The element spec of a preprocessed client dataset: ``(x, y)`` as in the seed tutorial."""
+    return (tf.TensorSpec([batch_size, *INPUT_SHAPE], tf.float32),
+            tf.TensorSpec([batch_size], tf.int32))
 
 
 def build_model_fn(only_digits=True, element_spec=None):

@@ -7,6 +7,7 @@ their running totals), writes TensorBoard scalars, and every ``eval_every``
 rounds evaluates the global model on the test split. It returns a
 :class:`History` that saves to and loads from a JSON file.
 """
+import hashlib
 import json
 import pathlib
 import time
@@ -16,9 +17,29 @@ import tensorflow as tf
 from tqdm.std import tqdm
 
 from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
-from helpers import sizing
+from helpers import compression, config, data, sizing
 
 BITS_KEYS = ("broadcast_bits", "aggregated_bits")
+
+# The two runs of the course. TUTORIAL is the seed tutorial's; LONG_RUN trains
+# long enough to show real learning (notebook 03 explains the choices). In fast
+# mode both shrink to a smoke size.
+TUTORIAL = dict(rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02, server_lr=1.0,
+                eval_every=5)
+LONG_RUN = dict(rounds=60, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=1.0,
+                eval_every=10)
+FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1)
+
+
+def run_settings(name):
+    """The settings dict of ``"tutorial"`` or ``"long"``, shrunk to the smoke size in fast mode."""
+    runs = {"tutorial": TUTORIAL, "long": LONG_RUN}
+    if name not in runs:
+        raise ValueError(f"unknown run {name!r}; choose one of {sorted(runs)}.")
+    settings = dict(runs[name], fast=config.fast_mode())
+    if settings["fast"]:
+        settings.update(FAST_SIZE)
+    return settings
 
 
 class History:
@@ -188,18 +209,40 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     return state, history
 
 
+def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
+                  verbose=True):
+    """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
+
+    ``settings`` is a dict like :data:`LONG_RUN` (rounds, clients_per_round,
+    client_epochs, client_lr, server_lr, eval_every); ``train`` is the
+    training ``ClientData``. Clients are sampled with ``config.SEED``, so every
+    run with the same settings sees the same clients. Returns a :class:`History`.
+    """
+    process = compression.build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
+                                        server_learning_rate=settings["server_lr"])
+    _, history = run_rounds(
+        process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
+        train.client_ids, settings["rounds"], settings["clients_per_round"], seed=config.SEED,
+        evaluate_fn=evaluate_fn, eval_every=settings["eval_every"], logdir=logdir, name=name,
+        verbose=verbose)
+    history.config.update(settings)
+    return history
+
+
 def keras_evaluator(keras_model_fn, test_dataset):
     """A function ``model_weights -> {'loss', 'accuracy'}`` evaluating on ``test_dataset`` with Keras.
 
     ``keras_model_fn()`` builds the uncompiled Keras model the TFF model wraps;
-    ``test_dataset`` yields ``(x, y)`` or ``OrderedDict(x=, y=)`` batches.
+    ``test_dataset`` yields ``(x, y)`` or ``OrderedDict(x=, y=)`` batches. A
+    fresh Keras model is built for every call: building a TFF process creates
+    models in a separate graph, which invalidates Keras models made earlier.
     """
-    model = keras_model_fn()
-    model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
     dataset = test_dataset.map(_as_tuple)
 
     def evaluate(model_weights):
+        model = keras_model_fn()
+        model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                      metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
         model_weights.assign_weights_to(model)
         loss, accuracy = model.evaluate(dataset, verbose=0)
         return dict(loss=float(loss), accuracy=float(accuracy))
@@ -207,7 +250,26 @@ def keras_evaluator(keras_model_fn, test_dataset):
     return evaluate
 
 
-def _as_tuple(batch):
-    if isinstance(batch, dict):
-        return batch["x"], batch["y"]
+def _as_tuple(*batch):
+    if len(batch) == 1:  # an OrderedDict(x=..., y=...)
+        return batch[0]["x"], batch[0]["y"]
     return batch
+
+
+def cached_history(name, settings, train_fn):
+    """Load the saved :class:`History` of a run with exactly these ``settings``, or train and save it.
+
+    ``settings`` is a JSON-serialisable dict describing the run (rounds,
+    clients, learning rates, data, fast mode...); its hash names the file
+    under ``outputs/runs/``. ``train_fn()`` returns a History. Returns
+    ``(history, path)``.
+    """
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    path = config.output_dir("runs") / f"{name}-{key}.json"
+    if path.exists():
+        print(f"loaded {name} from {path} (delete the file to train it again)")
+        return History.load(path), path
+    history = train_fn()
+    history.config.update(settings)
+    history.save(path)
+    return history, path

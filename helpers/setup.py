@@ -1,0 +1,76 @@
+"""The first step of every notebook: check versions, quiet the logs, seed, report fast mode.
+
+Call ``FAST = setup.start()`` at the top of a notebook. It fails with one clear
+sentence when the environment is not the one the course was built for.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+import importlib.metadata  # noqa: E402
+import logging  # noqa: E402
+import random  # noqa: E402
+import warnings  # noqa: E402
+
+from helpers import config  # noqa: E402
+
+EXPECTED = {
+    "tensorflow-federated": "0.87.0",
+    "tensorflow-model-optimization": "0.7.5",
+    "tensorflow": "2.14.",
+}
+
+
+def installed_versions():
+    """``{package: version}`` for the packages in :data:`EXPECTED` (None if missing)."""
+    versions = {}
+    for name in EXPECTED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def check_versions():
+    """Raise ``RuntimeError`` naming every package whose version the course was not built for."""
+    problems = [f"{name} {got or 'is missing'} (expected {want}{'x' if want.endswith('.') else ''})"
+                for name, got in installed_versions().items()
+                for want in [EXPECTED[name]] if not (got or "").startswith(want)]
+    if problems:
+        raise RuntimeError("This kernel's environment is not the course's: " + "; ".join(problems)
+                           + ". Run `make lab` from the repository, which builds and uses .venv.")
+
+
+def quiet_logs():
+    """Silence TensorFlow's and TFF's informational logging and deprecation warnings."""
+    import absl.logging
+    import tensorflow as tf
+    tf.get_logger().setLevel(logging.ERROR)
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def seed_everything(seed=config.SEED):
+    """Seed Python, numpy and TensorFlow so a notebook gives the same numbers twice."""
+    import numpy as np
+    import tensorflow as tf
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+
+
+def start(seed=config.SEED):
+    """Check, quiet, seed and print one status line; returns True in fast mode."""
+    check_versions()
+    quiet_logs()
+    seed_everything(seed)
+    import nest_asyncio
+    nest_asyncio.apply()  # TFF's synchronous calls inside Jupyter's event loop
+    fast = config.fast_mode()
+    versions = installed_versions()
+    mode = "FAST smoke size (COURSE_FAST=1)" if fast else "full size"
+    print(f"TFF {versions['tensorflow-federated']}, TF {versions['tensorflow']}, "
+          f"tfmot {versions['tensorflow-model-optimization']} | {mode} | seed {seed}")
+    return fast

@@ -1,0 +1,59 @@
+"""The cells every notebook shares, and a check that they have not drifted.
+
+``python scripts/notebook_cells.py`` rewrites the setup cell of every notebook
+from SETUP_SOURCE; ``--check`` exits 1 if any notebook differs (a test runs it).
+Notebooks mark the cell with the tag ``setup``.
+"""
+import pathlib
+import sys
+
+import nbformat
+
+SETUP_SOURCE = '''\
+# Setup: the runtime, the versions, fast mode and the seed (README: "Running the course").
+import sys
+if not (3, 9) <= sys.version_info[:2] <= (3, 11):
+    where = "Colab" if "google.colab" in sys.modules else "This kernel"
+    raise SystemExit(
+        f"{where} runs Python {sys.version.split()[0]}, but TensorFlow Federated 0.87 needs 3.9-3.11. "
+        "Run the course locally with `make lab`, or connect Colab to a local runtime started "
+        "from this repository (README, section Colab).")
+try:
+    from helpers import setup
+except ModuleNotFoundError:
+    raise SystemExit("The course helpers are not installed in this kernel: run `make lab` from the "
+                     "repository (or `pip install -e .` in this environment), then reopen the notebook.") from None
+FAST = setup.start()'''
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def notebooks():
+    return sorted((ROOT / "notebooks").glob("**/*.ipynb"))
+
+
+def setup_cells(nb):
+    return [c for c in nb.cells if "setup" in c.get("metadata", {}).get("tags", [])]
+
+
+def main(check):
+    stale = []
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        cells = setup_cells(nb)
+        if len(cells) != 1:
+            stale.append(f"{path.relative_to(ROOT)}: {len(cells)} cells tagged 'setup' (expected 1)")
+            continue
+        if cells[0].source != SETUP_SOURCE:
+            stale.append(f"{path.relative_to(ROOT)}: setup cell differs")
+            if not check:
+                cells[0].source = SETUP_SOURCE
+                nbformat.write(nb, path)
+    if check and stale:
+        print("\n".join(stale) + "\nRun `python scripts/notebook_cells.py` to rewrite them.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--check" in sys.argv))

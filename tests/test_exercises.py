@@ -1,0 +1,472 @@
+"""Notebook 05: the solution stages, their checkers, FedAvg with them, and the generated student notebook."""
+import collections
+import heapq
+import inspect
+import math
+import pathlib
+import subprocess
+import sys
+import time
+
+import nbformat
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+from helpers import compression, exercises, model, sizing, stages
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SOLUTION_NB = ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"
+STUDENT_NB = ROOT / "notebooks" / "05_custom_encoding_stages.ipynb"
+SOLUTIONS = {"warmup": stages.Float16EncodingStage, "nonuniform": stages.NonUniformQuantizationEncodingStage,
+             "lossless": stages.HuffmanEncodingStage, "adaptive": stages.AdaptiveRangeQuantizationEncodingStage}
+VARIABLE_SIZES = [800, 32, 51_200, 64, 1_605_632, 512, 5_120, 10]  # the FedAvg CNN, in model order
+SMALL_BITS = 32 * sum(n for n in VARIABLE_SIZES if n <= 10_000)
+BIG = [n for n in VARIABLE_SIZES if n > 10_000]
+
+
+def packed_words(n, bits=8):
+    """int32 words tfmot's BitpackingEncodingStage uses for n values: bits per value into 28 of every 32 bits."""
+    return math.ceil(n * bits / 28)
+
+
+def client_datasets(num_clients, examples=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return [tf.data.Dataset.from_tensor_slices(
+        (rng.random((examples, 28, 28, 1), dtype=np.float32),
+         rng.integers(0, 10, examples).astype(np.int32))).batch(20) for _ in range(num_clients)]
+
+
+# ----------------------------------------------------------- solutions pass --
+
+@pytest.mark.parametrize("kind", list(SOLUTIONS))
+def test_solution_passes_its_checker(kind, capsys):
+    result = exercises.evaluate(SOLUTIONS[kind], kind)
+    assert result.status == "passed", result.message
+    exercises.check(SOLUTIONS[kind], kind)
+    assert "passed" in capsys.readouterr().out
+
+
+def test_checker_accepts_instances_letters_and_encoder_factories():
+    assert exercises.evaluate(stages.NonUniformQuantizationEncodingStage(bits=4), "a").passed
+    result = exercises.evaluate(lambda: stages.adaptive_quantization_encoder(8), "c")
+    assert result.passed, result.message
+    with pytest.raises(ValueError, match="unknown exercise kind"):
+        exercises.evaluate(stages.HuffmanEncodingStage, "d")
+
+
+def test_hint_and_solution_print(capsys):
+    exercises.hint("b")
+    exercises.solution("b")
+    out = capsys.readouterr().out
+    assert "huffman_code_lengths" in out and "class HuffmanEncodingStage" in out
+    assert "def huffman_unpack" in exercises.solution_source("lossless")
+    assert exercises.source_of(stages.HuffmanEncodingStage).startswith("@te.core.tf_style_encoding_stage")
+
+
+# -------------------------------------------------------------- Huffman --
+
+@pytest.fixture(scope="module")
+def huffman_roundtrip():
+    """Encode and decode with the Huffman stage, in separate graphs with unknown lengths (as in TFF)."""
+    functions = {}
+
+    def run(symbols, **kwargs):
+        key = tuple(sorted(kwargs.items()))
+        if key not in functions:
+            stage = stages.HuffmanEncodingStage(**kwargs)
+            encode = tf.function(lambda x: stage.encode(x, {}), autograph=False,
+                                 input_signature=[tf.TensorSpec([None], tf.float32)])
+            decode = tf.function(lambda e, n: stage.decode(e, {}, shape=tf.reshape(n, [1])), autograph=False)
+            functions[key] = (encode, decode)
+        encode, decode = functions[key]
+        x = np.asarray(symbols, np.float32)
+        encoded = {k: v.numpy() for k, v in encode(x).items()}
+        decoded = decode(encoded, tf.constant(x.size, tf.int32)).numpy()
+        return decoded, encoded
+
+    return run
+
+
+def huffman_total_bits(symbols):
+    """Sum over symbols of their code length in an (unrestricted) Huffman code, computed with heapq."""
+    counts = collections.Counter(np.asarray(symbols).astype(int).tolist())
+    if len(counts) <= 1:
+        return sum(counts.values())  # one symbol: one bit each
+    heap = [(c, i, 0) for i, c in enumerate(counts.values())]  # (weight, tiebreak, cost so far)
+    heapq.heapify(heap)
+    total, tiebreak = 0, len(heap)
+    while len(heap) > 1:
+        w1, _, _ = heapq.heappop(heap)
+        w2, _, _ = heapq.heappop(heap)
+        total += w1 + w2  # every merge adds one bit to every symbol below it
+        heapq.heappush(heap, (w1 + w2, tiebreak, 0))
+        tiebreak += 1
+    return total
+
+
+RNG = np.random.default_rng(7)
+STREAMS = {
+    "empty": np.zeros(0),
+    "single element": np.array([131]),
+    "all equal": np.full(4096, 9),
+    "two symbols": RNG.choice([0, 255], size=5000, p=[0.97, 0.03]),
+    "two symbols, one rare": np.r_[np.zeros(3000), [255]],
+    "uniform": RNG.integers(0, 256, 30_000),
+    "skewed": np.minimum(RNG.geometric(0.3, 50_000) - 1, 255),
+    "zipf (length-limited)": np.minimum(RNG.zipf(1.2, 200_000) - 1, 255),
+    "chunk boundary -1": RNG.integers(0, 256, 3 * 1024 - 1),
+    "chunk boundary": RNG.integers(0, 256, 3 * 1024),
+    "chunk boundary +1": RNG.integers(0, 256, 3 * 1024 + 1),
+    "every symbol once": np.arange(256),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_huffman_is_exact(huffman_roundtrip, name):
+    symbols = STREAMS[name]
+    decoded, encoded = huffman_roundtrip(symbols)
+    np.testing.assert_array_equal(decoded, symbols.astype(np.float32))
+    lengths = encoded["code_lengths"].astype(int)
+    used = lengths[lengths > 0]
+    assert used.max(initial=0) <= 16
+    assert np.sum(2.0 ** -used) <= 1.0  # a prefix code (Kraft)
+    counts = np.bincount(symbols.astype(int), minlength=256)
+    stream_bits = int(np.sum(counts * lengths))
+    assert encoded["huffman_words"].size == math.ceil(stream_bits / 32)
+    assert encoded["chunk_starts"].size == math.ceil(symbols.size / 1024)
+    if used.max(initial=0) < 16:  # no length limiting: the code is an optimal Huffman code
+        assert stream_bits == huffman_total_bits(symbols)
+
+
+@pytest.mark.parametrize("kwargs", [dict(symbols_per_chunk=7), dict(input_bits=4, max_code_length=4),
+                                    dict(input_bits=3, max_code_length=20, symbols_per_chunk=1)])
+def test_huffman_options(huffman_roundtrip, kwargs):
+    top = 2 ** kwargs.get("input_bits", 8)
+    rng = np.random.default_rng(3)
+    for symbols in (np.minimum(rng.geometric(0.4, 1000) - 1, top - 1), np.array([top - 1]), np.zeros(10)):
+        decoded, encoded = huffman_roundtrip(symbols, **kwargs)
+        np.testing.assert_array_equal(decoded, symbols.astype(np.float32))
+        assert encoded["code_lengths"].max() <= kwargs.get("max_code_length", 16)
+
+
+def test_huffman_rejects_symbols_out_of_range(huffman_roundtrip):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="symbols must be integers"):
+        huffman_roundtrip(np.array([0, 256]))
+
+
+def test_huffman_decodes_the_dense_layer_in_under_two_seconds():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_t(3, 1_605_632) * 1e-4).astype(np.float32)
+    symbols = np.round((x - x.min()) / (x.max() - x.min()) * 255).astype(np.float32)
+    stage = stages.HuffmanEncodingStage()
+    encode = tf.function(lambda v: stage.encode(v, {}), autograph=False)
+    decode = tf.function(lambda e: stage.decode(e, {}, shape=tf.constant([x.size])), autograph=False)
+    encoded = encode(symbols)
+    decoded = decode(encoded)  # warm-up: tracing
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        decoded = decode(encoded).numpy()
+        seconds.append(time.perf_counter() - start)
+    np.testing.assert_array_equal(decoded, symbols)
+    assert sorted(seconds)[1] < 2.0
+    assert int(sizing.tensor_bits(encoded)) / x.size < 8.0
+
+
+# ---------------------------------------------------- non-uniform quantizer --
+
+def test_non_uniform_beats_uniform_on_heavy_tails():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_t(3, 200_000) * 1e-3).astype(np.float32)
+    for bits in (2, 4, 8):
+        figures = exercises.mse_figures(x, bits)
+        assert figures["non_uniform"] < figures["uniform"] < figures["uniform_stochastic"]
+        assert figures["levels"] <= 2 ** bits
+
+
+def test_non_uniform_constant_input():
+    decoded, _ = exercises._stage_roundtrip(stages.NonUniformQuantizationEncodingStage(4),
+                                            np.full(100, 0.25, np.float32))
+    np.testing.assert_array_equal(decoded, np.full(100, 0.25, np.float32))
+
+
+# -------------------------------------------------------- FedAvg, 2 rounds --
+
+def fed_avg_rounds(make_encoder, rounds=2, clients=2):
+    process = compression.build_fed_avg(model.build_model_fn(), compression.threshold_policy(make_encoder))
+    state = process.initialize()
+    states, metrics = [state], []
+    for r in range(rounds):
+        output = process.next(state, client_datasets(clients, seed=r))
+        state = output.state
+        states.append(state)
+        metrics.append(output.metrics)
+    return states, metrics
+
+
+def test_fed_avg_non_uniform_bits_are_exact():
+    _, metrics = fed_avg_rounds(lambda: stages.non_uniform_quantization_encoder(8))
+    expected = SMALL_BITS + sum(32 * packed_words(n) + 32 * 256 for n in BIG)  # indices + level table
+    assert expected == 15_373_792
+    for m in metrics:
+        assert m["distributor"]["broadcast_bits"] == 2 * expected
+        assert m["aggregator"]["aggregated_bits"] == 2 * expected
+        assert np.isfinite(m["client_work"]["train"]["loss"])
+
+
+def test_fed_avg_huffman_bits_are_below_bitpacking():
+    _, metrics = fed_avg_rounds(lambda: stages.huffman_encoder(8))
+    packed = SMALL_BITS + sum(32 * packed_words(n) + 64 for n in BIG)
+    assert packed == 15_357_536  # the 8-bit figure of notebook 04
+    for m in metrics:
+        assert m["aggregator"]["aggregated_bits"] < 2 * packed * 0.6
+        assert m["distributor"]["broadcast_bits"] < 2 * packed
+        assert np.isfinite(m["client_work"]["train"]["loss"])
+
+
+def test_fed_avg_adaptive_range_changes_and_bits_are_exact():
+    states, metrics = fed_avg_rounds(lambda: stages.adaptive_quantization_encoder(8), rounds=3)
+    expected = SMALL_BITS + sum(32 * packed_words(n) for n in BIG)
+    one_float = 32 * len(BIG)  # per encoded variable: clients send max |x|; the broadcast carries the range
+    for m in metrics:
+        assert m["distributor"]["broadcast_bits"] == 2 * (expected + one_float)
+        assert m["aggregator"]["aggregated_bits"] == 2 * (expected + one_float)
+    ranges = [stages.adaptive_ranges(s) for s in states]
+    assert ranges[0] == {"broadcast": [1.0, 1.0], "aggregation": [1.0, 1.0]}
+    dense = [r["aggregation"][1] for r in ranges]
+    assert len(set(dense)) == len(dense)  # a new range every round
+    assert all(0 < r["broadcast"][1] < 1 for r in ranges[1:])  # max |w| of the dense kernel
+
+
+def test_huffman_mean_process_bits_match_an_independent_count():
+    """aggregated_bits == sum over clients of coded bits + code lengths + chunk offsets + min/max."""
+    value_type = tff.StructWithPythonType(
+        [tff.TensorType(np.float32, [200, 100]), tff.TensorType(np.float32, [10])], tuple)
+
+    def make_encoder():  # deterministic rounding, so the symbols are known in advance
+        return te.core.EncoderComposer(stages.HuffmanEncodingStage(8)).add_parent(
+            te.stages.UniformQuantizationEncodingStage(8, stochastic=False), "quantized_values").add_parent(
+            te.stages.FlattenEncodingStage(), "flattened_values").make()
+
+    factory = compression.build_encoded_mean_process(compression.threshold_policy(make_encoder).mean)
+    process = factory.create(value_type, tff.TensorType(np.float32))
+    rng = np.random.default_rng(5)
+    clients, expected = [], 0
+    for _ in range(2):
+        symbols = np.where(rng.random(20_000) < 0.5, 128, rng.integers(0, 256, 20_000))
+        symbols[:2] = [0, 255]  # min and max: the quantization maps value k to symbol k
+        clients.append((symbols.reshape(200, 100).astype(np.float32), rng.random(10).astype(np.float32)))
+        coded = huffman_total_bits(symbols)
+        expected += 32 * math.ceil(coded / 32) + 8 * 256 + 32 * math.ceil(20_000 / 1024) + 64 + 32 * 10
+    output = process.next(process.initialize(), clients, [1.0, 1.0])
+    assert output.measurements["aggregated_bits"] == expected
+    np.testing.assert_allclose(output.result[0], (clients[0][0] + clients[1][0]) / 2, atol=1e-4)
+
+
+# --------------------------------------------------------- broken stages --
+
+def broken(base, adaptive=False, **members):
+    """A stage class like ``base`` (a solution) with some members replaced."""
+    original = base.__mro__[1]
+    cls = type("Broken" + original.__name__, (original,), members)
+    decorate = te.core.tf_style_adaptive_encoding_stage if adaptive else te.core.tf_style_encoding_stage
+    return decorate(cls)
+
+
+def _decode_float64(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+    return tf.cast(stages.Float16EncodingStage.__mro__[1].decode(self, encoded_tensors, decode_params), tf.float64)
+
+
+def _decode_flat(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+    return tf.reshape(stages.Float16EncodingStage.__mro__[1].decode(self, encoded_tensors, decode_params), [-1])
+
+
+def _lossy_encode(self, x, encode_params):
+    return stages.HuffmanEncodingStage.__mro__[1].encode(self, tf.floor(x / 2) * 2, encode_params)
+
+
+def _python_levels(self, x, encode_params):
+    encoded = stages.NonUniformQuantizationEncodingStage.__mro__[1].encode(self, x, encode_params)
+    encoded["levels"] = [0.0] * 16
+    return encoded
+
+
+def _int32_symbols(self, x, encode_params):
+    return {"symbols": tf.cast(x, tf.int32)}
+
+
+def _int32_decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+    return tf.cast(encoded_tensors["symbols"], tf.float32)
+
+
+def _uniform_encode(self, x, encode_params):  # evenly spaced levels between min and max
+    flat = tf.reshape(x, [-1])
+    levels = tf.linspace(tf.reduce_min(flat), tf.reduce_max(flat), 2 ** self._bits)
+    indices = stages.nearest_level(flat, levels)
+    return {"level_indices": tf.reshape(tf.cast(indices, x.dtype), tf.shape(x)), "levels": levels}
+
+
+def _floor_encode(self, x, encode_params):  # the level below, not the nearest
+    encoded = stages.NonUniformQuantizationEncodingStage.__mro__[1].encode(self, x, encode_params)
+    levels = encoded["levels"]
+    below = tf.maximum(tf.searchsorted(levels, tf.reshape(x, [-1]), side="right") - 1, 0)
+    encoded["level_indices"] = tf.reshape(tf.cast(below, x.dtype), tf.shape(x))
+    return encoded
+
+
+def _raise(*args, **kwargs):
+    raise NotImplementedError("your code here")
+
+
+def _stub_class(base, adaptive=False, body=_raise):
+    original = base.__mro__[1]
+    members = {name: (property(body) if isinstance(getattr(original, name), property) else body)
+               for name in ("name", "compressible_tensors_keys", "commutes_with_sum", "decode_needs_input_shape",
+                            "get_params", "encode", "decode")
+               + (("state_update_aggregation_modes", "initial_state", "update_state") if adaptive else ())}
+    return broken(base, adaptive, **members)
+
+
+class Undecorated(te.core.EncodingStageInterface):
+    name = "undecorated"
+    compressible_tensors_keys = []
+    commutes_with_sum = False
+    decode_needs_input_shape = False
+
+    def get_params(self):
+        return {}, {}
+
+    def encode(self, x, encode_params):
+        return {"x": tf.cast(x, tf.float16)}
+
+    def decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+        return tf.cast(encoded_tensors["x"], tf.float32)
+
+
+BROKEN = {
+    "wrong dtype": ("warmup", broken(stages.Float16EncodingStage, decode=_decode_float64), "dtype"),
+    "wrong shape": ("warmup", broken(stages.Float16EncodingStage, decode=_decode_flat), "shape"),
+    "lossy claiming lossless": ("lossless", broken(stages.HuffmanEncodingStage, encode=_lossy_encode),
+                                "a lossless stage must return exactly its input"),
+    "false commutes_with_sum": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage,
+                                                     commutes_with_sum=property(lambda self: True)),
+                                "claims commutes_with_sum=True"),
+    "Huffman claiming commutes_with_sum": ("lossless", broken(stages.HuffmanEncodingStage,
+                                                              commutes_with_sum=property(lambda self: True)),
+                                           "commutes_with_sum=True"),
+    "Python value sent": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage,
+                                               encode=_python_levels), "travel uncounted"),
+    "no compression": ("lossless", broken(stages.HuffmanEncodingStage, encode=_int32_symbols, decode=_int32_decode,
+                                          decode_needs_input_shape=property(lambda self: False)),
+                       "not fewer than 8-bit packing"),
+    "uniform levels": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage, encode=_uniform_encode),
+                       "is not lower than uniform quantization"),
+    "not the nearest level": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage,
+                                                   encode=_floor_encode), "must pick the nearest level"),
+    "partial stub": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage, decode=_raise),
+                     "decode still raises NotImplementedError"),
+    "no adaptation": ("adaptive", broken(stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True,
+                                         update_state=lambda self, state, updates: dict(state)),
+                      "update_state should move the parameter"),
+    "mismatched state keys": ("adaptive", broken(
+        stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True,
+        state_update_aggregation_modes=property(lambda self: {"max": te.core.StateAggregationMode.MAX})),
+        "the keys must match"),
+    "STACK mode": ("adaptive", broken(
+        stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True,
+        state_update_aggregation_modes=property(lambda self: {"max_abs": te.core.StateAggregationMode.STACK})),
+        "STACK"),
+    "non-adaptive for the adaptive exercise": ("adaptive", stages.NonUniformQuantizationEncodingStage,
+                                               "AdaptiveEncodingStageInterface"),
+    "undecorated": ("warmup", Undecorated, "decorator"),
+    "encoder factory returning a stage": ("lossless", lambda: stages.HuffmanEncodingStage(), "te.core.Encoder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_checker_names_the_fault(case, capsys):
+    kind, stage, expected = BROKEN[case]
+    result = exercises.evaluate(stage, kind)
+    assert result.status == "failed", (case, result)
+    assert expected in result.message, (case, result.message)
+    exercises.check(stage, kind)  # prints, never raises
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(("Warm-up not passed yet:", "Exercise (")) and "\n" not in line
+
+
+@pytest.mark.parametrize("kind", ["nonuniform", "lossless", "adaptive"])
+@pytest.mark.parametrize("body", [_raise, lambda *args, **kwargs: None], ids=["NotImplementedError", "None"])
+def test_untouched_stub_is_not_attempted(kind, body, capsys):
+    stub = _stub_class(SOLUTIONS[kind], adaptive=(kind == "adaptive"), body=body)
+    exercises.check(stub, kind)
+    out = capsys.readouterr().out
+    assert "not attempted yet" in out
+    assert not exercises.ready(kind, stub)
+    assert exercises.skip_message(kind) == f"exercise ({ {'nonuniform': 'a', 'lossless': 'b', 'adaptive': 'c'}[kind]}) " \
+                                           "not attempted yet — skipping training"
+
+
+# ------------------------------------------------------------- notebooks --
+
+def test_make_exercises_check_passes():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_exercises.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_exercises_check_fails_on_a_stale_student_notebook(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_exercises
+    solution = nbformat.read(str(SOLUTION_NB), as_version=4)
+    student = make_exercises.student_notebook(solution)
+    assert make_exercises.render(student) == STUDENT_NB.read_text()
+    solutions_dir = tmp_path / "notebooks" / "solutions"
+    solutions_dir.mkdir(parents=True)
+    nbformat.write(solution, str(solutions_dir / SOLUTION_NB.name))
+    (tmp_path / "notebooks" / STUDENT_NB.name).write_text(STUDENT_NB.read_text().replace("Exercise (a)", "Exercise (z)"))
+    assert make_exercises.main(["--check", str(solutions_dir / SOLUTION_NB.name)]) == 1
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in (SOLUTION_NB, STUDENT_NB):
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, path
+
+
+def test_solution_cells_are_the_helpers_code():
+    """The classes in the solution notebook are those of helpers/stages.py, character for character."""
+    solution = nbformat.read(str(SOLUTION_NB), as_version=4)
+    tagged = [c for c in solution.cells if "source_of" in c.metadata]
+    assert {c.metadata.get("exercise") for c in tagged if "solution" in c.metadata.get("tags", [])} == {"a", "b", "c"}
+    for cell in tagged:
+        expected = "\n\n\n".join(exercises.source_of(getattr(stages, n)).rstrip("\n")
+                                 for n in cell.metadata["source_of"])
+        assert cell.source == expected, cell.metadata["source_of"]
+
+
+def test_student_notebook_stubs_are_not_attempted(capsys):
+    """Execute the student notebook's stub cells: every exercise reports "not attempted", nothing raises."""
+    student = nbformat.read(str(STUDENT_NB), as_version=4)
+    solution = nbformat.read(str(SOLUTION_NB), as_version=4)
+    assert len(student.cells) == len(solution.cells)
+    kinds = {"a": "nonuniform", "b": "lossless", "c": "adaptive"}
+    stubs = 0
+    for s_cell, cell in zip(solution.cells, student.cells):
+        if "solution" not in s_cell.metadata.get("tags", []):
+            assert cell.source == s_cell.source
+            continue
+        stubs += 1
+        assert "raise NotImplementedError(\"Exercise (" in cell.source
+        namespace = dict(collections=collections, tf=tf, te=te, huffman_code_lengths=stages.huffman_code_lengths,
+                         huffman_pack=stages.huffman_pack, huffman_unpack=stages.huffman_unpack)
+        exec(compile(cell.source, "<stub>", "exec"), namespace)
+        classes = [v for v in namespace.values() if inspect.isclass(v) and v.__name__.startswith("TFStyle")]
+        assert len(classes) == 1
+        kind = kinds[s_cell.metadata["exercise"]]
+        result = exercises.evaluate(classes[0], kind)
+        assert result.status == "not attempted", result
+    assert stubs == 3
