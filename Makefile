@@ -15,7 +15,7 @@ env:
 	@scripts/make_env.sh
 
 test: env
-	COURSE_FAST=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -q
+	COURSE_FAST=1 COURSE_OUTPUT_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -q
 	@scripts/check_no_workers.sh
 
 course: env
