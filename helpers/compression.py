@@ -369,19 +369,22 @@ def build_encoded_mean_process(encoder_fn):
 
 # ----------------------------------------------------------- FedAvg glue --
 
-def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_learning_rate=1.0):
+def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_learning_rate=1.0,
+                  server_momentum=0.0):
     """``build_weighted_fed_avg`` with measured (and optionally compressed) communication.
 
     ``encoders`` is an :class:`EncoderFns` (default :func:`identity`); either
     field may be ``None`` to leave that direction uncompressed but still
-    measured. Optimizers are the seed tutorial's: client SGD 0.02, server SGD 1.0.
+    measured. Optimizers default to the seed tutorial's: client SGD 0.02,
+    server SGD 1.0 without momentum (``server_momentum`` > 0 gives FedAvgM).
     """
     encoders = encoders or identity()
     plain = identity()
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(
+            learning_rate=server_learning_rate, momentum=server_momentum or None),
         model_distributor=build_encoded_broadcast_process(model_fn, encoders.broadcast or plain.broadcast),
         model_aggregator=build_encoded_mean_process(encoders.mean or plain.mean),
     )

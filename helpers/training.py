@@ -219,7 +219,8 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
     run with the same settings sees the same clients. Returns a :class:`History`.
     """
     process = compression.build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
-                                        server_learning_rate=settings["server_lr"])
+                                        server_learning_rate=settings["server_lr"],
+                                        server_momentum=settings.get("server_momentum", 0.0))
     _, history = run_rounds(
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
         train.client_ids, settings["rounds"], settings["clients_per_round"], seed=config.SEED,

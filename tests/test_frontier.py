@@ -1,0 +1,178 @@
+"""Every method of the frontier sweep: decodes to the right shape and dtype, and is measured exactly.
+
+The measured bits come from a real aggregation round of
+:func:`helpers.compression.build_encoded_mean_process`; the independent count
+is a formula from how each method writes its output.
+"""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+from helpers import compression, frontier, research_stages, training
+
+BIG = (200, 64)   # 12,800 values: above the 10,000 threshold, so encoded
+SMALL = (10,)     # below the threshold: sent as 320 bits
+N = 12_800
+SMALL_BITS = 10 * 32
+MIN_MAX = 64      # two float32 sent by uniform quantization
+
+
+def tfmot_packed(values, bits):
+    """tfmot's bitpacking: 28 of every 32 bits used."""
+    return math.ceil(values * bits / 28) * 32
+
+
+def independent_bits(method):
+    """Bits one client sends for the BIG tensor, counted from how the method writes it."""
+    blocks = math.ceil(N / 1024)
+    counts = {
+        "identity": 32 * N,
+        "uniform 8-bit": tfmot_packed(N, 8) + MIN_MAX,
+        "uniform 4-bit": tfmot_packed(N, 4) + MIN_MAX,
+        "uniform 2-bit": tfmot_packed(N, 2) + MIN_MAX,
+        "uniform 1-bit": tfmot_packed(N, 1) + MIN_MAX,
+        "Hadamard 4-bit": tfmot_packed(16_384, 4) + MIN_MAX,   # padded to a power of two
+        "Kashin 4-bit": tfmot_packed(16_384, 4) + MIN_MAX,
+        "non-uniform 4-bit (05a)": tfmot_packed(N, 4) + 16 * 32,  # indices + level table
+        "adaptive 4-bit (05c)": tfmot_packed(N, 4) + 32,         # + the client's max |x| statistic
+        "rotated 2-bit, tight": blocks * 1024 * 2 + MIN_MAX,
+        "rotated 1-bit sign (DRIVE)": blocks * 1024 + blocks * 32,
+        "top-1% values + indices": math.ceil(0.01 * N) * 64,
+        "nearest 4-bit, tight": N * 4 + MIN_MAX,
+    }
+    return counts.get(method)
+
+
+def huffman_bits(encoded):
+    """Huffman output is data dependent: count the numpy bytes of an eager encoding instead."""
+    return sum(np.asarray(t).nbytes * 8 for t in tf.nest.flatten(encoded))
+
+
+@pytest.fixture(scope="module")
+def client_values():
+    rng = np.random.default_rng(0)
+    # Values on an 8-bit grid with min and max present, so stochastic rounding
+    # is exact and the Huffman output is the same in the round and eagerly.
+    levels = rng.binomial(255, 0.5, size=[2, N]).astype(np.float32)
+    levels[:, 0], levels[:, 1] = 0.0, 255.0
+    big = (levels * 1e-4).reshape([2, *BIG])
+    small = rng.normal(size=[2, *SMALL]).astype(np.float32)
+    return [[big[i], small[i]] for i in range(2)]
+
+
+def mean_round(encoder_fn, client_values):
+    value_type = tff.types.to_type([(np.float32, BIG), (np.float32, SMALL)])
+    process = compression.build_encoded_mean_process(encoder_fn).create(
+        value_type, tff.TensorType(np.float32))
+    output = process.next(process.initialize(), client_values, [1.0, 1.0])
+    return output.result, int(output.measurements["aggregated_bits"])
+
+
+@pytest.mark.parametrize("method", sorted(frontier.METHODS))
+def test_measured_aggregated_bits_match_an_independent_count(method, client_values):
+    encoders = frontier.encoder_fns(None, method)
+    result, bits = mean_round(encoders.mean, client_values)
+    assert [r.shape for r in result] == [BIG, SMALL]
+    assert [np.asarray(r).dtype for r in result] == [np.float32, np.float32]
+    expected = independent_bits(method)
+    if expected is None:  # Huffman: count an eager encoding of the same values
+        encoder = te.encoders.as_gather_encoder(frontier.METHODS[method](), tf.TensorSpec(BIG))
+        params = encoder.get_params(encoder.initial_state())[0]
+        sent = [huffman_bits(encoder.encode(tf.constant(big), params)[0]) for big, _ in client_values]
+        assert all(0 < s < tfmot_packed(N, 8) for s in sent), sent
+        assert bits == sum(sent) + 2 * SMALL_BITS, (method, bits, sent)
+        return
+    assert bits == 2 * (expected + SMALL_BITS), (method, bits, 2 * (expected + SMALL_BITS))
+
+
+@pytest.mark.parametrize("method", sorted(frontier.METHODS))
+def test_broadcast_encoder_decodes_to_shape_and_dtype(method):
+    spec = tf.TensorSpec(BIG, tf.float32)
+    encoder = frontier.encoder_fns(method, None).broadcast(spec)
+    x = tf.random.normal(BIG, stddev=0.01, seed=1)
+    state = encoder.initial_state()
+    for _ in range(3):  # a few rounds, so that adaptive encoders have adapted
+        encoded, state = encoder.encode(x, state)
+    decoded = encoder.decode(encoded)
+    assert decoded.shape == BIG and decoded.dtype == tf.float32
+    # Lossy (1-bit stochastic rounding is very noisy), but pointing the right way.
+    cosine = float(tf.reduce_sum(decoded * x) / (tf.norm(decoded) * tf.norm(x)))
+    assert cosine > 0.2, (method, cosine)
+
+
+def test_lossless_and_rotation_stages_invert_exactly():
+    x = tf.random.normal([3, 700], seed=2)
+    block = research_stages.BlockReshapeEncodingStage(256)
+    blocks = block.encode(x, {})[block.ENCODED_VALUES_KEY]
+    assert blocks.shape == (9, 256)  # 2,100 values -> 9 rows of 256
+    np.testing.assert_array_equal(block.decode({block.ENCODED_VALUES_KEY: blocks}, {},
+                                               shape=tf.shape(x)), x)
+    ints = tf.constant(np.arange(64) % 4, tf.float32)
+    pack = research_stages.TightBitpackingEncodingStage(2)
+    packed = pack.encode(ints, {})[pack.ENCODED_VALUES_KEY]
+    assert packed.dtype == tf.uint8 and packed.shape == (16,)
+    np.testing.assert_array_equal(pack.decode({pack.ENCODED_VALUES_KEY: packed}, {},
+                                              shape=tf.shape(ints)), ints)
+
+
+def test_sign_stage_keeps_signs_and_the_drive_scale():
+    x = tf.constant([[3.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0]])
+    stage = research_stages.OneBitSignEncodingStage()
+    decoded = stage.decode(stage.encode(x, {}), {})
+    scale = float(tf.reduce_sum(x ** 2) / tf.reduce_sum(tf.abs(x)))
+    np.testing.assert_allclose(decoded, np.sign(x) * scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: research_stages.BlockReshapeEncodingStage(1000), "power of two"),
+    (lambda: research_stages.TightBitpackingEncodingStage(3), "one of"),
+    (lambda: research_stages.TopKEncodingStage(0), r"\(0, 1\]"),
+    (lambda: frontier.encoder_fns(None, "uniform 3-bit"), "unknown method 'uniform 3-bit'"),
+])
+def test_bad_settings_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def fake_history(name, bits, accuracy, rounds=2, clients=3):
+    history = training.History(name)
+    for r in range(1, rounds + 1):
+        history.rounds.append(dict(round=r, clients=list(range(clients)), seconds=1.0 + r,
+                                   broadcast_bits=bits[0] * clients, aggregated_bits=bits[1] * clients))
+    history.evals.append(dict(round=rounds, loss=0.1, accuracy=accuracy))
+    return history
+
+
+def test_results_table_has_every_row_and_column_against_identity():
+    full = 53_227_840
+    histories = {
+        (None, "identity"): fake_history("identity", (full, full), 0.90),
+        (None, "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
+        ("uniform 8-bit", "uniform 8-bit"): fake_history("8/8", (15_357_536, 15_357_536), 0.899),
+    }
+    table = frontier.results_table(histories)
+    assert list(table.columns) == frontier.COLUMNS and len(table) == 3
+    sign = table.iloc[1]
+    assert sign["direction"] == frontier.AGGREGATION_ONLY
+    assert sign["aggregated bits"] == 1_917_824 * 3 * 2
+    assert sign["reduction (aggregated)"] == pytest.approx(full / 1_917_824)
+    assert sign["aggregated bits per value"] == pytest.approx(1_917_824 / 1_663_370)
+    assert sign["accuracy change (points)"] == pytest.approx(-0.5)
+    assert table.iloc[2]["reduction (total)"] == pytest.approx(full / 15_357_536)
+    assert table.iloc[0]["seconds per round"] == 2.5
+    best = frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 1.0)
+    assert best["aggregation"] == "rotated 1-bit sign (DRIVE)"
+    assert frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.4) is None
+    with pytest.raises(ValueError, match="identity row"):
+        frontier.results_table({k: v for k, v in histories.items() if k != (None, "identity")})
+
+
+def test_pareto_front():
+    front = frontier.pareto_front([10, 5, 5, 1], [0.9, 0.9, 0.8, 0.5])
+    assert front.tolist() == [False, True, False, True]
+    with pytest.raises(ValueError, match="differ in length"):
+        frontier.pareto_front([1, 2], [0.5])
