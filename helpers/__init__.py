@@ -2,6 +2,8 @@
 
 One module does one thing:
 
+- ``helpers.setup``       the first cell of every notebook: versions, quiet logs, seeds
+- ``helpers.runtime``     stops TFF's worker process when Python exits
 - ``helpers.config``      fast (smoke) mode, seeds and the folders the course writes to
 - ``helpers.data``        federated EMNIST: the real download or an offline stand-in
 - ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
@@ -9,6 +11,10 @@ One module does one thing:
 - ``helpers.compression`` measured broadcast and mean processes built from encoders
 - ``helpers.training``    run rounds, log them, keep a history
 - ``helpers.plotting``    the course's figures
+- ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
+- ``helpers.exercises``   checks and hints for notebook 05's exercises
+- ``helpers.research_stages`` stages from the literature: rotation blocks, 1-bit signs, top-k
+- ``helpers.frontier``    notebook 06's sweep of methods, its table and Pareto front
 
 Modules are imported on demand (``from helpers import data``) so that importing
 ``helpers`` alone does not start TensorFlow.

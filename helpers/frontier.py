@@ -6,6 +6,8 @@
 - :data:`SWEEP`: the sweep's rows, ``(broadcast method, aggregation method)``;
   ``None`` for the broadcast means "uncompressed", i.e. aggregation only.
 - :func:`encoder_fns` turns a row into :class:`helpers.compression.EncoderFns`.
+- :func:`warm_start` trains the uncompressed model for a while; every row
+  starts from it.
 - :func:`run_sweep` trains every row with the same seed, clients, optimizers
   and rounds, each cached on disk under a key of its configuration.
 - :func:`results_table` and :func:`pareto_front` summarise the runs.
@@ -14,9 +16,10 @@ import functools
 
 import numpy as np
 import pandas as pd
+import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, stages, training
+from helpers import compression, config, data, stages, training
 from helpers import research_stages as research
 
 PARAMETERS = 1_663_370  # the CNN's values, so bits per value = bits per client / PARAMETERS
@@ -41,17 +44,20 @@ METHODS = {
 }
 
 AGGREGATION_ONLY = "aggregation only"
+BROADCAST_ONLY = "broadcast only"
 BOTH = "both directions"
 
 # Every method compresses the aggregation alone; a few pairs also compress the
 # broadcast, from safe (8-bit) to one that should break (1-bit model).
 SWEEP = [(None, name) for name in METHODS if name != "nearest 4-bit, tight"] + [
+    ("uniform 8-bit", None),
     ("uniform 8-bit", "uniform 8-bit"),
     ("uniform 4-bit", "uniform 4-bit"),
     ("nearest 4-bit, tight", "rotated 1-bit sign (DRIVE)"),
     ("rotated 1-bit sign (DRIVE)", "rotated 1-bit sign (DRIVE)"),
 ]
-VERSION = 1  # bump when a method's code changes, so cached runs are not reused
+# Bump a method's revision when its code changes, so that its cached runs are not reused.
+REVISIONS = {"rotated 2-bit, tight": 2, "rotated 1-bit sign (DRIVE)": 2}
 
 
 def _check_method(name):
@@ -72,26 +78,69 @@ def encoder_fns(broadcast, aggregation, threshold=compression.DEFAULT_THRESHOLD)
 
 
 def row_name(broadcast, aggregation):
-    """A run's label: ``"<aggregation>"`` or ``"<broadcast> / <aggregation>"`` when both are set."""
-    return aggregation if broadcast is None else f"{broadcast} / {aggregation}"
+    """A run's label: ``"<aggregation>"`` alone, or ``"<broadcast> / <aggregation>"`` when the broadcast is encoded."""
+    return aggregation or IDENTITY if broadcast is None else f"{broadcast} / {aggregation or IDENTITY}"
+
+
+def direction(broadcast, aggregation):
+    """Which directions a row compresses: :data:`AGGREGATION_ONLY`, :data:`BROADCAST_ONLY` or :data:`BOTH`."""
+    if broadcast is None:
+        return AGGREGATION_ONLY
+    return BROADCAST_ONLY if aggregation in (None, IDENTITY) else BOTH
+
+
+def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
+    """Model weights after ``settings["warm_rounds"]`` uncompressed rounds of ``warm_clients_per_round`` clients.
+
+    Every sweep row starts from these weights, so the rows are compared where
+    training has settled rather than in its erratic first rounds. Saved under
+    ``outputs/runs/`` (``.npz``, keyed by the settings) and loaded when present.
+    Returns a ``tff.learning.models.ModelWeights``.
+    """
+    warm = dict(settings, rounds=settings["warm_rounds"],
+                clients_per_round=settings["warm_clients_per_round"], eval_every=None)
+    path = config.output_dir("runs") / f"sweep-warm-start-{training.settings_key(warm)}.npz"
+    if not path.exists():
+        process = compression.build_fed_avg(
+            model_fn, compression.identity(), client_learning_rate=settings["client_lr"],
+            server_learning_rate=settings["server_lr"], server_momentum=settings["server_momentum"])
+        state, history = training.run_rounds(
+            process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
+            train.client_ids, warm["rounds"], warm["clients_per_round"], seed=config.SEED,
+            evaluate_fn=evaluate_fn, name="warm start", verbose=verbose)
+        weights = process.get_model_weights(state)
+        np.savez(path, *weights.trainable)
+        if history.evals:
+            print(f"warm start: {warm['rounds']} rounds, test accuracy {history.final_accuracy():.2%}")
+    with np.load(path) as saved:
+        trainable = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    return tff.learning.models.ModelWeights(trainable=trainable, non_trainable=[])
 
 
 def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False):
     """Train every row with ``settings``; returns ``{(broadcast, aggregation): History}``.
 
+    Every row starts from :func:`warm_start`'s weights and trains
+    ``settings["rounds"]`` rounds with the same clients (seed ``config.SEED + 1``).
     Each run is loaded from ``outputs/runs/`` when one with exactly the same
-    configuration (settings, methods, data, :data:`VERSION`) was saved, and
-    trained and saved otherwise.
+    configuration (settings, methods and their :data:`REVISIONS`) was saved,
+    and trained and saved otherwise.
     """
-    histories = {}
+    histories, weights = {}, []
     for broadcast, aggregation in rows:
         name = row_name(broadcast, aggregation)
-        key = dict(settings, broadcast=broadcast, aggregation=aggregation, sweep_version=VERSION)
+        key = dict(settings, broadcast=broadcast, aggregation=aggregation)
+        key.update({f"revision {m}": REVISIONS[m] for m in (broadcast, aggregation) if m in REVISIONS})
         encoders = encoder_fns(broadcast, aggregation)
-        histories[(broadcast, aggregation)], _ = training.cached_history(
-            "sweep-" + name.replace("/", "+").replace(" ", "_"), key,
-            lambda encoders=encoders, name=name: training.train_fed_avg(
-                model_fn, encoders, settings, train, evaluate_fn, name=name, verbose=verbose))
+
+        def train_row(encoders=encoders, name=name):
+            if not weights:  # train or load the warm start only if a row needs it
+                weights.append(warm_start(model_fn, settings, train, evaluate_fn, verbose))
+            return training.train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name,
+                                          verbose=verbose, initial_weights=weights[0], seed=config.SEED + 1)
+
+        file_name = "sweep-" + name.replace("/", "+").replace(" ", "_")
+        histories[(broadcast, aggregation)], _ = training.cached_history(file_name, key, train_row)
         histories[(broadcast, aggregation)].name = name
     return histories
 
@@ -115,9 +164,9 @@ def results_table(histories):
         client_rounds = sum(len(r["clients"]) for r in history.rounds)
         bits = {key: history.total_bits(key) for key in training.BITS_KEYS}
         rows.append({
-            "direction": AGGREGATION_ONLY if broadcast is None else BOTH,
+            "direction": direction(broadcast, aggregation),
             "broadcast": broadcast or IDENTITY,
-            "aggregation": aggregation,
+            "aggregation": aggregation or IDENTITY,
             "broadcast bits per value": bits["broadcast_bits"] / client_rounds / PARAMETERS,
             "aggregated bits per value": bits["aggregated_bits"] / client_rounds / PARAMETERS,
             "broadcast bits": bits["broadcast_bits"],
@@ -156,3 +205,32 @@ def best_within(table, direction, bits_column, min_reduction, max_drop):
     rows = table[(table["direction"] == direction) & (table[bits_column] >= min_reduction)
                  & (table["accuracy change (points)"] >= -max_drop)]
     return None if rows.empty else rows.sort_values(bits_column).iloc[-1]
+
+
+def save_results(table, folder):
+    """Write ``table`` as ``results.csv`` and ``results.json`` (a list of row dicts) in ``folder``; returns both paths."""
+    import pathlib
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = folder / "results.csv", folder / "results.json"
+    table.to_csv(csv_path, index=False)
+    table.to_json(json_path, orient="records", indent=1)
+    return csv_path, json_path
+
+
+def check_results_file(path, rows=SWEEP):
+    """Read ``results.json`` and check it has a row for each of ``rows`` and every column of :data:`COLUMNS`.
+
+    Returns the table as a ``DataFrame``; raises ``ValueError`` naming what is missing.
+    """
+    table = pd.read_json(path, orient="records")
+    missing_columns = [c for c in COLUMNS if c not in table.columns]
+    if missing_columns:
+        raise ValueError(f"{path} lacks the columns {missing_columns}; run the sweep again.")
+    have = set(zip(table["broadcast"], table["aggregation"]))
+    missing = [row_name(b, a) for b, a in rows if (b or IDENTITY, a or IDENTITY) not in have]
+    if missing:
+        raise ValueError(f"{path} lacks the rows {missing}; run the sweep again.")
+    if table[COLUMNS].isna().any().any():
+        raise ValueError(f"{path} has empty cells:\n{table[table[COLUMNS].isna().any(axis=1)]}")
+    return table

@@ -129,3 +129,32 @@ def plot_digits(images_by_writer, max_per_writer=8):
         row[0].text(-4, 14, str(writer)[-10:], ha="right", va="center", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_frontier(table, bits_column, ax=None, title=None):
+    """Test accuracy (%) against ``bits_column`` (Mibit, log scale) of every row of ``table``.
+
+    ``table`` is :func:`helpers.frontier.results_table`'s DataFrame;
+    ``bits_column`` is ``"aggregated bits"`` or ``"total bits"`` (broadcast +
+    aggregated). Points on the Pareto front (no other point has fewer bits and
+    higher accuracy) are joined by a line; each point is labelled.
+    """
+    from helpers import frontier
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 4.5))[1]
+    bits = (table["broadcast bits"] + table["aggregated bits"] if bits_column == "total bits"
+            else table[bits_column]).to_numpy() / 2**20
+    accuracy = table["test accuracy (%)"].to_numpy()
+    front = frontier.pareto_front(bits, accuracy)
+    ax.scatter(bits[~front], accuracy[~front], color="tab:gray", label="dominated")
+    order = np.argsort(bits[front])
+    ax.plot(bits[front][order], accuracy[front][order], "o-", color="tab:red", label="Pareto front")
+    for x, y, (_, row) in zip(bits, accuracy, table.iterrows()):
+        label = row["aggregation"] if row["direction"] == frontier.AGGREGATION_ONLY else \
+            f"{row['broadcast']} / {row['aggregation']}"  # broadcast / aggregation
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{bits_column}, all rounds and clients (Mibit, log scale)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(title or bits_column)
+    ax.legend(loc="lower right")
+    return ax

@@ -4,10 +4,13 @@ They implement tfmot's stage interface with TensorFlow graph ops only, like
 the stages of notebook 05, so they run inside TFF computations:
 
 - :class:`BlockReshapeEncodingStage`: a flat vector -> rows of ``block_size``
-  values (zero padded to a whole number of rows). Put before tfmot's
-  ``HadamardEncodingStage``, the random rotation works block by block, so a
+  values (zero padded to a whole number of rows). Put before a Hadamard
+  rotation, the rotation works block by block, so a
   tensor is padded to a multiple of the block size, not to the next power of
   two of its length (1,605,632 values would become 2,097,152: 31% more bits).
+- :class:`ClientRotationEncodingStage`: random signs and a Hadamard
+  transform of every row, with a rotation of each client's own (its seed is
+  sent along), so later errors are independent across clients.
 - :class:`TightBitpackingEncodingStage`: ``bits``-bit integers packed into
   uint8 bytes with no wasted bit (tfmot's bitpacking uses 28 of 32 bits).
 - :class:`OneBitSignEncodingStage`: in the spirit of DRIVE (Vargaftik et al.,
@@ -24,9 +27,11 @@ import math
 
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils.tf_utils import (
+    fast_walsh_hadamard_transform, random_signs)
 
 __all__ = [
-    "BlockReshapeEncodingStage", "TightBitpackingEncodingStage", "OneBitSignEncodingStage",
+    "BlockReshapeEncodingStage", "ClientRotationEncodingStage", "TightBitpackingEncodingStage", "OneBitSignEncodingStage",
     "TopKEncodingStage", "pack_bits", "unpack_bits",
     "rotated_sign_encoder", "rotated_quantization_encoder", "kashin_quantization_encoder",
     "top_k_encoder", "tight_quantization_encoder",
@@ -84,6 +89,63 @@ class BlockReshapeEncodingStage(te.core.EncodingStageInterface):
         del decode_params, num_summands  # unused
         flat = tf.reshape(encoded_tensors[self.ENCODED_VALUES_KEY], [-1])
         return tf.reshape(flat[:tf.reduce_prod(shape)], shape)
+
+
+# ------------------------------------------------------------ rotation --
+
+@te.core.tf_style_encoding_stage
+class ClientRotationEncodingStage(te.core.EncodingStageInterface):
+    """Rows ``[b, d]`` (``d`` a power of two) -> random signs, then a Hadamard transform of each row.
+
+    Unlike tfmot's ``HadamardEncodingStage``, whose seed the server shares with
+    every client, each client draws its own rotation: the seed is derived from
+    the client's values and sent with them (two int32, 64 bits). Independent
+    rotations make the errors of a later lossy stage independent across
+    clients, so they shrink when the server averages. The transform is
+    orthonormal, so decoding applies it again and undoes the signs.
+    """
+
+    ENCODED_VALUES_KEY = "rotated_values"
+    SEED_KEY = "rotation_seed"
+
+    @property
+    def name(self):
+        return "client_rotation"
+
+    @property
+    def compressible_tensors_keys(self):
+        return [self.ENCODED_VALUES_KEY]
+
+    @property
+    def commutes_with_sum(self):
+        return False
+
+    @property
+    def decode_needs_input_shape(self):
+        return False
+
+    def get_params(self):
+        return _no_params()
+
+    def encode(self, x, encode_params):
+        del encode_params  # unused
+        if x.shape.rank != 2 or not x.shape.is_fully_defined():
+            raise ValueError(f"ClientRotationEncodingStage needs rows [b, d] of known shape "
+                             f"(put BlockReshapeEncodingStage first), got shape {x.shape}.")
+        seed = tf.stack([tf.bitcast(tf.reduce_sum(x), tf.int32),
+                         tf.bitcast(tf.reduce_sum(tf.abs(x)), tf.int32)])
+        rotated = fast_walsh_hadamard_transform(x * _signs(x.shape, seed, x.dtype))
+        return collections.OrderedDict([(self.ENCODED_VALUES_KEY, rotated), (self.SEED_KEY, seed)])
+
+    def decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+        del decode_params, num_summands, shape  # unused
+        rotated = encoded_tensors[self.ENCODED_VALUES_KEY]
+        signs = _signs(rotated.shape, encoded_tensors[self.SEED_KEY], rotated.dtype)
+        return fast_walsh_hadamard_transform(rotated) * signs
+
+
+def _signs(shape, seed, dtype):
+    return tf.reshape(random_signs(shape.num_elements(), seed, dtype), shape)
 
 
 # ------------------------------------------------------- tight packing --
@@ -275,7 +337,7 @@ def _flatten():
 
 def _rotate(block_size):
     return [(BlockReshapeEncodingStage(block_size), BlockReshapeEncodingStage.ENCODED_VALUES_KEY),
-            (te.stages.HadamardEncodingStage(), te.stages.HadamardEncodingStage.ENCODED_VALUES_KEY)]
+            (ClientRotationEncodingStage(), ClientRotationEncodingStage.ENCODED_VALUES_KEY)]
 
 
 def _uniform(bits, stochastic=True):

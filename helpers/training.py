@@ -26,19 +26,25 @@ BITS_KEYS = ("broadcast_bits", "aggregated_bits")
 # mode both shrink to a smoke size.
 TUTORIAL = dict(rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02, server_lr=1.0,
                 eval_every=5)
-LONG_RUN = dict(rounds=60, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=1.0,
-                eval_every=10)
+LONG_RUN = dict(rounds=100, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=0.5,
+                server_momentum=0.9, eval_every=10)
+# The frontier sweep of notebook 06 trains many runs, so each is shorter: the
+# same optimizers as LONG_RUN, fewer rounds and clients (notebook 06 explains).
+SWEEP_RUN = dict(warm_rounds=50, warm_clients_per_round=10, rounds=20, clients_per_round=5,
+                 client_epochs=1, client_lr=0.1, server_lr=0.5, server_momentum=0.9, eval_every=10)
 FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1)
+FAST_SWEEP_SIZE = dict(warm_rounds=1, warm_clients_per_round=2, rounds=1, clients_per_round=2,
+                       eval_every=1)
 
 
 def run_settings(name):
-    """The settings dict of ``"tutorial"`` or ``"long"``, shrunk to the smoke size in fast mode."""
-    runs = {"tutorial": TUTORIAL, "long": LONG_RUN}
+    """The settings dict of ``"tutorial"``, ``"long"`` or ``"sweep"``, shrunk to a smoke size in fast mode."""
+    runs = {"tutorial": TUTORIAL, "long": LONG_RUN, "sweep": SWEEP_RUN}
     if name not in runs:
         raise ValueError(f"unknown run {name!r}; choose one of {sorted(runs)}.")
     settings = dict(runs[name], fast=config.fast_mode())
     if settings["fast"]:
-        settings.update(FAST_SIZE)
+        settings.update(FAST_SWEEP_SIZE if name == "sweep" else FAST_SIZE)
     return settings
 
 
@@ -210,22 +216,27 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
 
 
 def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
-                  verbose=True):
+                  verbose=True, initial_weights=None, seed=None):
     """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
 
     ``settings`` is a dict like :data:`LONG_RUN` (rounds, clients_per_round,
-    client_epochs, client_lr, server_lr, eval_every); ``train`` is the
-    training ``ClientData``. Clients are sampled with ``config.SEED``, so every
-    run with the same settings sees the same clients. Returns a :class:`History`.
+    client_epochs, client_lr, server_lr, server_momentum, eval_every);
+    ``train`` is the training ``ClientData``. Clients are sampled with ``seed``
+    (default ``config.SEED``), so every run with the same settings sees the
+    same clients. ``initial_weights`` (a ``tff.learning.models.ModelWeights``)
+    starts from a trained model instead of a fresh one. Returns a :class:`History`.
     """
     process = compression.build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
                                         server_learning_rate=settings["server_lr"],
                                         server_momentum=settings.get("server_momentum", 0.0))
+    state = process.initialize()
+    if initial_weights is not None:
+        state = process.set_model_weights(state, initial_weights)
     _, history = run_rounds(
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
-        train.client_ids, settings["rounds"], settings["clients_per_round"], seed=config.SEED,
-        evaluate_fn=evaluate_fn, eval_every=settings["eval_every"], logdir=logdir, name=name,
-        verbose=verbose)
+        train.client_ids, settings["rounds"], settings["clients_per_round"],
+        seed=config.SEED if seed is None else seed, evaluate_fn=evaluate_fn,
+        eval_every=settings["eval_every"], logdir=logdir, name=name, verbose=verbose, state=state)
     history.config.update(settings)
     return history
 
@@ -257,6 +268,11 @@ def _as_tuple(*batch):
     return batch
 
 
+def settings_key(settings):
+    """A 12-hex-digit hash of a JSON-serialisable settings dict, to name saved runs."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def cached_history(name, settings, train_fn):
     """Load the saved :class:`History` of a run with exactly these ``settings``, or train and save it.
 
@@ -265,8 +281,7 @@ def cached_history(name, settings, train_fn):
     under ``outputs/runs/``. ``train_fn()`` returns a History. Returns
     ``(history, path)``.
     """
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = config.output_dir("runs") / f"{name}-{key}.json"
+    path = config.output_dir("runs") / f"{name}-{settings_key(settings)}.json"
     if path.exists():
         print(f"loaded {name} from {path} (delete the file to train it again)")
         return History.load(path), path

@@ -1,8 +1,21 @@
-"""Speed figures: seconds per FedAvg round (identity and 8-bit) against plain Keras on the same examples.
+"""Speed and memory of every compression method, side by side in one run (``make bench``).
 
-Prints a table and saves outputs/bench/rounds.json. Uses the offline data so it needs no network.
+For the baseline (identity) and each method of ``helpers.frontier``, on the
+same clients of the offline data:
+
+- seconds per FedAvg round (median of the timed rounds, after a warm-up round);
+- seconds to encode and to decode one round's updates (every client encodes
+  its update; the server decodes all of them), timed outside TFF;
+- peak resident memory of this process while that method's rounds ran (MiB);
+- and once: seconds for plain Keras to train on the same clients' examples,
+  and the ratio of the TFF baseline round to it.
+
+Writes ``outputs/bench/results.json`` and ``outputs/bench/results.md``.
+``--rounds`` and ``--methods`` make a quicker run.
 """
+import argparse
 import json
+import threading
 import time
 
 import numpy as np
@@ -10,51 +23,143 @@ import numpy as np
 from helpers import setup
 
 setup.start()
-from helpers import compression, config, data, model, training  # noqa: E402
+import psutil  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-CLIENTS, ROUNDS = 10, 5
+from helpers import compression, config, data, frontier, model, training  # noqa: E402
+
+CLIENTS = 10
+BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
+
+
+class PeakMemory:
+    """Context manager sampling this process's resident memory every 20 ms; ``.mib`` is the peak."""
+
+    def __enter__(self):
+        self._process, self._stop, self.mib = psutil.Process(), threading.Event(), 0.0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.mib = max(self.mib, self._process.memory_info().rss / 2**20)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def round_seconds(broadcast, aggregation, client_sets):
+    """(median seconds per round, peak MiB) of FedAvg with a sweep row's encoders."""
+    settings = training.LONG_RUN
+    process = compression.build_fed_avg(
+        model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation),
+        client_learning_rate=settings["client_lr"], server_learning_rate=settings["server_lr"],
+        server_momentum=settings["server_momentum"])
+    with PeakMemory() as memory:
+        state = process.next(process.initialize(), client_sets[0]).state  # warm-up round
+        times = []
+        for datasets in client_sets[1:]:
+            start = time.perf_counter()
+            state = process.next(state, datasets).state
+            times.append(time.perf_counter() - start)
+    return float(np.median(times)), memory.mib
+
+
+def codec_seconds(method, clients=CLIENTS, repeats=3):
+    """(encode, decode) seconds for one round: ``clients`` updates of the CNN through ``method``'s encoders."""
+    mean_fn = frontier.encoder_fns(None, method).mean
+    variables = model.create_original_fedavg_cnn_model().trainable_variables
+    specs = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
+    encoders = [mean_fn(spec) for spec in specs]
+    params = [e.get_params(e.initial_state()) for e in encoders]
+    updates = [tf.random.stateless_normal(s.shape, seed=[config.SEED, i], stddev=1e-3)
+               for i, s in enumerate(specs)]
+
+    @tf.function
+    def encode():
+        return [e.encode(u, p[0])[0] for e, u, p in zip(encoders, updates, params)]
+
+    encoded = encode()
+
+    @tf.function
+    def decode(encoded):
+        return [e.decode_after_sum(e.decode_before_sum(x, p[1]), p[2], 1)
+                for e, x, p in zip(encoders, encoded, params)]
+
+    decode(encoded)  # trace both once
+    timings = []
+    for fn, args in ((encode, ()), (decode, (encoded,))):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+        timings.append(clients * (time.perf_counter() - start) / repeats)
+    return tuple(timings)
 
 
 def keras_seconds(datasets):
-    """Seconds for plain Keras to train a fresh copy of the CNN on each client's dataset in turn."""
+    """Seconds for plain Keras to train the CNN on each client's dataset in turn (after one warm-up fit)."""
     keras_model = model.compile_for_keras(model.create_original_fedavg_cnn_model())
-    keras_model.fit(datasets[0], verbose=0)  # trace once, as TFF does in its first round
+    keras_model.fit(datasets[0], verbose=0)
     start = time.perf_counter()
     for dataset in datasets:
         keras_model.fit(dataset, verbose=0)
     return time.perf_counter() - start
 
 
-def tff_seconds(encoders, client_sets):
-    """Median seconds per round of FedAvg with ``encoders`` over the given rounds of datasets."""
-    process = compression.build_fed_avg(model.build_model_fn(), encoders)
-    state = process.initialize()
-    state = process.next(state, client_sets[0]).state  # warm-up round
-    times = []
-    for datasets in client_sets:
-        start = time.perf_counter()
-        state = process.next(state, datasets).state
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def markdown(rows, summary):
+    lines = ["| broadcast | aggregation | s per round | vs identity | encode s per round | "
+             "decode s per round | peak MiB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['broadcast']} | {r['aggregation']} | {r['round_s']:.2f} | "
+                     f"{r['round_vs_identity']:.2f}x | {r['encode_s']:.3f} | {r['decode_s']:.3f} | "
+                     f"{r['peak_mib']:.0f} |")
+    lines += ["", f"Plain Keras on the same examples: {summary['keras_same_examples_s']:.2f} s; "
+              f"TFF identity round / Keras: {summary['tff_over_keras']:.2f}x.",
+              f"8-bit both ways / identity round time: {summary['eight_bit_both_over_identity']:.3f}x."]
+    return "\n".join(lines) + "\n"
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (after a warm-up)")
+    parser.add_argument("--methods", nargs="*", default=list(frontier.METHODS),
+                        help="methods to time on the aggregation (default: all)")
+    args = parser.parse_args()
+    unknown = [m for m in args.methods if m not in frontier.METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {list(frontier.METHODS)}")
+
     train, _ = data.load_emnist(source="offline")
     rng = np.random.default_rng(config.SEED)
-    rounds = [data.make_federated_data(train, training.sample_clients(train.client_ids, CLIENTS, rng))
-              for _ in range(ROUNDS)]
-    results = {
-        "identity_round_s": tff_seconds(compression.identity(), rounds),
-        "eight_bit_round_s": tff_seconds(compression.uniform_quantization(8), rounds),
-        "keras_same_examples_s": float(np.median([keras_seconds(r) for r in rounds])),
-    }
-    results["tff_over_keras"] = results["identity_round_s"] / results["keras_same_examples_s"]
-    results["eight_bit_over_identity"] = results["eight_bit_round_s"] / results["identity_round_s"]
-    for key, value in results.items():
-        print(f"{key:28s} {value:8.3f}")
-    path = config.output_dir("bench") / "rounds.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"saved {path}")
+    client_sets = [data.make_federated_data(train, training.sample_clients(train.client_ids, CLIENTS, rng))
+                   for _ in range(args.rounds + 1)]
+    configs = [(None, frontier.IDENTITY)] + [(None, m) for m in args.methods if m != frontier.IDENTITY]
+    configs.append(BOTH_WAYS)
+    rows = []
+    for broadcast, aggregation in configs:
+        seconds, peak = round_seconds(broadcast, aggregation, client_sets)
+        encode_s, decode_s = codec_seconds(aggregation)
+        rows.append(dict(broadcast=broadcast or frontier.IDENTITY, aggregation=aggregation,
+                         round_s=seconds, encode_s=encode_s, decode_s=decode_s, peak_mib=peak))
+        print(f"{frontier.row_name(broadcast, aggregation):45s} {seconds:6.2f} s/round  "
+              f"encode {encode_s:6.3f} s  decode {decode_s:6.3f} s  peak {peak:6.0f} MiB", flush=True)
+    identity = rows[0]["round_s"]
+    for r in rows:
+        r["round_vs_identity"] = r["round_s"] / identity
+    keras = float(np.median([keras_seconds(datasets) for datasets in client_sets[1:]]))
+    summary = dict(clients_per_round=CLIENTS, timed_rounds=args.rounds, keras_same_examples_s=keras,
+                   tff_identity_round_s=identity, tff_over_keras=identity / keras,
+                   eight_bit_both_round_s=rows[-1]["round_s"],
+                   eight_bit_both_over_identity=rows[-1]["round_s"] / identity,
+                   peak_mib=max(r["peak_mib"] for r in rows))
+    folder = config.output_dir("bench")
+    (folder / "results.json").write_text(json.dumps(dict(summary=summary, methods=rows), indent=1))
+    (folder / "results.md").write_text(markdown(rows, summary))
+    print(markdown(rows, summary))
+    print(f"saved {folder / 'results.json'} and {folder / 'results.md'}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Execute the course's notebooks in order, headless, and keep the executed copies.
 
 Usage: python scripts/run_course.py notebooks/01_data.ipynb ...
-Executed copies go to outputs/notebooks/. Stops at the first notebook that fails
-and names it; copies already written are kept.
+Executed copies go to outputs/notebooks/, with the seconds each took in
+outputs/notebooks/timings.json. Stops at the first notebook that fails and
+names it; copies already written are kept. At the end it writes the one-page
+report outputs/report.md (scripts/course_report.py).
 """
+import json
 import os
 import pathlib
 import sys
@@ -14,10 +17,14 @@ from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
 from helpers import config
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import course_report  # noqa: E402
+
 
 def main(paths):
     os.environ["COURSE_HEADLESS"] = "1"  # notebooks skip interactive TensorBoard
     out_dir = config.output_dir("notebooks")
+    timings = {}
     for path in map(pathlib.Path, paths):
         start = time.perf_counter()
         notebook = nbformat.read(path, as_version=4)
@@ -30,7 +37,10 @@ def main(paths):
             print(f"FAILED: {path} (partial copy in {target})\n{error}", file=sys.stderr)
             return 1
         nbformat.write(notebook, target)
-        print(f"{path.name}: {time.perf_counter() - start:.0f} s -> {target}")
+        timings[path.name] = time.perf_counter() - start
+        (out_dir / "timings.json").write_text(json.dumps(timings, indent=1))
+        print(f"{path.name}: {timings[path.name]:.0f} s -> {target}", flush=True)
+    print(f"all notebooks: {sum(timings.values()):.0f} s; report: {course_report.write_report()}")
     return 0
 
 

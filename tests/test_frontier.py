@@ -19,6 +19,7 @@ SMALL = (10,)     # below the threshold: sent as 320 bits
 N = 12_800
 SMALL_BITS = 10 * 32
 MIN_MAX = 64      # two float32 sent by uniform quantization
+SEED = 64         # two int32: the seed of a client's own rotation
 
 
 def tfmot_packed(values, bits):
@@ -39,8 +40,8 @@ def independent_bits(method):
         "Kashin 4-bit": tfmot_packed(16_384, 4) + MIN_MAX,
         "non-uniform 4-bit (05a)": tfmot_packed(N, 4) + 16 * 32,  # indices + level table
         "adaptive 4-bit (05c)": tfmot_packed(N, 4) + 32,         # + the client's max |x| statistic
-        "rotated 2-bit, tight": blocks * 1024 * 2 + MIN_MAX,
-        "rotated 1-bit sign (DRIVE)": blocks * 1024 + blocks * 32,
+        "rotated 2-bit, tight": blocks * 1024 * 2 + MIN_MAX + SEED,
+        "rotated 1-bit sign (DRIVE)": blocks * 1024 + blocks * 32 + SEED,
         "top-1% values + indices": math.ceil(0.01 * N) * 64,
         "nearest 4-bit, tight": N * 4 + MIN_MAX,
     }

@@ -1,0 +1,121 @@
+"""A one-page report of the course's key figures, for an instructor to read before class.
+
+``python scripts/course_report.py`` (``make course`` runs it last) reads what
+the notebooks saved under the output folder (``outputs/`` by default):
+
+- the long baseline and compressed runs of notebooks 03 and 04 (``runs/``);
+- the frontier sweep of notebook 06 (``frontier/results.json``, ``frontier/frontier.png``);
+- the notebook timings of ``make course`` (``notebooks/timings.json``), if present;
+
+and writes ``report.md`` plus ``report_accuracy.png`` next to them. A missing
+piece is reported as missing, with the notebook that makes it.
+"""
+import json
+import platform
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from helpers import config, frontier, plotting, sizing, training  # noqa: E402
+
+LONG_RUNS = {"baseline": "notebook 03", "8-bit both ways": "notebook 04"}
+
+
+def latest_run(name):
+    """The most recently saved full-size :class:`helpers.training.History` called ``name``, or None."""
+    paths = sorted(config.output_dir("runs").glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(paths):
+        history = training.History.load(path)
+        if not history.config.get("fast"):
+            return history
+    return None
+
+
+def long_run_section(histories):
+    lines = ["## Baseline and 8-bit FedAvg (notebooks 03 and 04)", ""]
+    missing = [f"`{name}` (run {where})" for name, where in LONG_RUNS.items() if histories[name] is None]
+    if missing:
+        return lines + [f"Missing: {', '.join(missing)}.", ""]
+    baseline, compressed = histories["baseline"], histories["8-bit both ways"]
+    settings = {k: baseline.config[k] for k in ("rounds", "clients_per_round", "client_lr", "server_lr",
+                                                "server_momentum") if k in baseline.config}
+    lines += [f"Settings: {settings}.", "",
+              "| run | test accuracy | broadcast | aggregated | median s per round |", "|---|---|---|---|---|"]
+    for history in (baseline, compressed):
+        lines.append(f"| {history.name} | {history.final_accuracy():.2%} | "
+                     f"{sizing.format_bits(history.total_bits('broadcast_bits'))} | "
+                     f"{sizing.format_bits(history.total_bits('aggregated_bits'))} | "
+                     f"{pd.Series(history.column('seconds')).median():.2f} |")
+    gap = 100 * (compressed.final_accuracy() - baseline.final_accuracy())
+    reduction = baseline.total_bits("aggregated_bits") / compressed.total_bits("aggregated_bits")
+    lines += ["", f"- Baseline test accuracy {baseline.final_accuracy():.2%} (target 95%: "
+              f"{'met' if baseline.final_accuracy() >= 0.95 else 'missed'}).",
+              f"- 8-bit both ways: {reduction:.2f}x fewer bits per direction, {gap:+.2f} accuracy points "
+              f"(target within 1 point: {'met' if abs(gap) <= 1 else 'missed'}).",
+              "", "![test accuracy](report_accuracy.png)", ""]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    plotting.plot_test_accuracy([baseline, compressed], axes[0])
+    plotting.plot_accuracy_vs_bits([baseline, compressed], axes[1])
+    fig.tight_layout()
+    fig.savefig(config.output_dir() / "report_accuracy.png", dpi=100)
+    plt.close(fig)
+    return lines
+
+
+def frontier_section():
+    path = config.output_dir("frontier") / "results.json"
+    lines = ["## The compression frontier (notebook 06)", ""]
+    if not path.exists():
+        return lines + [f"Missing: {path} (run notebook 06).", ""]
+    table = frontier.check_results_file(path)
+    columns = ["broadcast", "aggregation", "aggregated bits per value", "reduction (aggregated)",
+               "reduction (total)", "test accuracy (%)", "accuracy change (points)", "seconds per round"]
+    lines += [_markdown_table(table[columns].round(2)), ""]
+    for label, where, column, reduction, drop in [
+            ("aggregation only, >= 25x, within 1 point", frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 1.0),
+            ("aggregation only, >= 10x, within 0.5 points", frontier.AGGREGATION_ONLY, "reduction (aggregated)", 10, 0.5),
+            ("both directions, >= 10x total, within 1 point", frontier.BOTH, "reduction (total)", 10, 1.0)]:
+        best = frontier.best_within(table, where, column, reduction, drop)
+        lines.append(f"- {label}: " + ("not met" if best is None else
+                     f"met by {best['broadcast']} / {best['aggregation']} ({best[column]:.1f}x, "
+                     f"{best['accuracy change (points)']:+.2f} points)"))
+    return lines + ["", "![frontier](frontier/frontier.png)", ""]
+
+
+def _markdown_table(frame):
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def timings_section():
+    path = config.output_dir("notebooks") / "timings.json"
+    if not path.exists():
+        return []
+    timings = json.loads(path.read_text())
+    lines = ["## Run time of `make course`", "", "| notebook | seconds |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+    return lines + [f"| total | {sum(timings.values()):.0f} |", ""]
+
+
+def write_report():
+    """Write ``report.md`` (and its accuracy figure) in the output folder; returns its path."""
+    histories = {name: latest_run(name) for name in LONG_RUNS}
+    lines = ["# Course report", "",
+             f"Written {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
+             f"(Python {platform.python_version()}); outputs in `{config.output_dir()}`.", ""]
+    lines += long_run_section(histories) + frontier_section() + timings_section()
+    path = config.output_dir() / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_report()}")
+    sys.exit(0)
