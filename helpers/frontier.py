@@ -90,26 +90,26 @@ def direction(broadcast, aggregation):
 
 
 def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
-    """Model weights after ``settings["warm_rounds"]`` uncompressed rounds of ``warm_clients_per_round`` clients.
+    """Model weights after ``settings["warm_rounds"]`` rounds of the uncompressed long run.
 
-    Every sweep row starts from these weights, so the rows are compared where
-    training has settled rather than in its erratic first rounds. Saved under
-    ``outputs/runs/`` (``.npz``, keyed by the settings) and loaded when present.
-    Returns a ``tff.learning.models.ModelWeights``.
+    The warm-up is :data:`helpers.training.LONG_RUN` (shrunk in fast mode)
+    stopped after ``warm_rounds`` rounds: the same clients and optimizers as
+    notebook 03's baseline. Every sweep row starts from these weights, so rows
+    are compared once training is under way rather than in its erratic first
+    rounds. Saved under ``outputs/runs/`` (``.npz``, keyed by the settings)
+    and loaded when present. Returns a ``tff.learning.models.ModelWeights``.
     """
-    warm = dict(settings, rounds=settings["warm_rounds"],
-                clients_per_round=settings["warm_clients_per_round"], eval_every=None)
+    warm = dict(training.run_settings("long"), rounds=settings["warm_rounds"], eval_every=None)
     path = config.output_dir("runs") / f"sweep-warm-start-{training.settings_key(warm)}.npz"
     if not path.exists():
         process = compression.build_fed_avg(
-            model_fn, compression.identity(), client_learning_rate=settings["client_lr"],
-            server_learning_rate=settings["server_lr"], server_momentum=settings["server_momentum"])
+            model_fn, compression.identity(), client_learning_rate=warm["client_lr"],
+            server_learning_rate=warm["server_lr"], server_momentum=warm["server_momentum"])
         state, history = training.run_rounds(
-            process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
+            process, lambda ids: data.make_federated_data(train, ids, epochs=warm["client_epochs"]),
             train.client_ids, warm["rounds"], warm["clients_per_round"], seed=config.SEED,
             evaluate_fn=evaluate_fn, name="warm start", verbose=verbose)
-        weights = process.get_model_weights(state)
-        np.savez(path, *weights.trainable)
+        np.savez(path, *process.get_model_weights(state).trainable)
         if history.evals:
             print(f"warm start: {warm['rounds']} rounds, test accuracy {history.final_accuracy():.2%}")
     with np.load(path) as saved:

@@ -143,7 +143,9 @@ def fake_history(name, bits, accuracy, rounds=2, clients=3):
     history = training.History(name)
     for r in range(1, rounds + 1):
         history.rounds.append(dict(round=r, clients=list(range(clients)), seconds=1.0 + r,
-                                   broadcast_bits=bits[0] * clients, aggregated_bits=bits[1] * clients))
+                                   broadcast_bits=bits[0] * clients, aggregated_bits=bits[1] * clients,
+                                   cumulative_broadcast_bits=bits[0] * clients * r,
+                                   cumulative_aggregated_bits=bits[1] * clients * r))
     history.evals.append(dict(round=rounds, loss=0.1, accuracy=accuracy))
     return history
 
