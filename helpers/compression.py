@@ -369,22 +369,40 @@ def build_encoded_mean_process(encoder_fn):
 
 # ----------------------------------------------------------- FedAvg glue --
 
+def _with_lr_drop(optimizer, learning_rate, drop):
+    """``optimizer`` whose learning rate becomes ``drop[1]`` after ``drop[0]`` rounds."""
+    after_rounds, new_rate = drop
+    if isinstance(after_rounds, bool) or not isinstance(after_rounds, int) or after_rounds < 0 \
+            or not isinstance(new_rate, (int, float)) or new_rate <= 0:
+        raise ValueError(f"server_lr_drop must be (rounds >= 0, learning rate > 0), got {drop!r}.")
+
+    def schedule(round_index):  # 0 for the first round
+        return tf.where(round_index < after_rounds, float(learning_rate), float(new_rate))
+
+    return tff.learning.optimizers.schedule_learning_rate(optimizer, schedule)
+
+
 def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_learning_rate=1.0,
-                  server_momentum=0.0):
+                  server_momentum=0.0, server_lr_drop=None):
     """``build_weighted_fed_avg`` with measured (and optionally compressed) communication.
 
     ``encoders`` is an :class:`EncoderFns` (default :func:`identity`); either
     field may be ``None`` to leave that direction uncompressed but still
     measured. Optimizers default to the seed tutorial's: client SGD 0.02,
     server SGD 1.0 without momentum (``server_momentum`` > 0 gives FedAvgM).
+    ``server_lr_drop=(after_rounds, learning_rate)`` switches the server to
+    ``learning_rate`` once ``after_rounds`` rounds have run.
     """
     encoders = encoders or identity()
     plain = identity()
+    server_optimizer = tff.learning.optimizers.build_sgdm(
+        learning_rate=server_learning_rate, momentum=server_momentum or None)
+    if server_lr_drop is not None:
+        server_optimizer = _with_lr_drop(server_optimizer, server_learning_rate, server_lr_drop)
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(
-            learning_rate=server_learning_rate, momentum=server_momentum or None),
+        server_optimizer_fn=server_optimizer,
         model_distributor=build_encoded_broadcast_process(model_fn, encoders.broadcast or plain.broadcast),
         model_aggregator=build_encoded_mean_process(encoders.mean or plain.mean),
     )

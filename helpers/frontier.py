@@ -100,6 +100,10 @@ def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
     and loaded when present. Returns a ``tff.learning.models.ModelWeights``.
     """
     warm = dict(training.run_settings("long"), rounds=settings["warm_rounds"], eval_every=None)
+    drop = warm.pop("server_lr_drop", None)  # the long run's rounds before its drop are the warm-up
+    if drop is not None and drop[0] < warm["rounds"]:
+        raise ValueError(f"the warm start ({warm['rounds']} rounds) must end before the long run's "
+                         f"server learning rate drops (after {drop[0]} rounds).")
     path = config.output_dir("runs") / f"sweep-warm-start-{training.settings_key(warm)}.npz"
     if not path.exists():
         process = compression.build_fed_avg(

@@ -44,13 +44,51 @@ def _no_params():
     return collections.OrderedDict(), collections.OrderedDict()
 
 
+class _StatelessStage(te.core.EncodingStageInterface):
+    """The stage interface's declarations, read from class attributes; no parameters.
+
+    A subclass sets ``NAME``, ``COMPRESSIBLE_KEYS`` (outputs a later stage may
+    encode further), ``COMMUTES_WITH_SUM`` and ``NEEDS_INPUT_SHAPE``, and
+    writes ``encode`` and ``decode``. (Notebook 05 spells these properties out
+    one by one; here they are shared to keep each stage short.)
+    """
+
+    NAME = "stage"
+    COMPRESSIBLE_KEYS = ()
+    COMMUTES_WITH_SUM = False
+    NEEDS_INPUT_SHAPE = False
+
+    @property
+    def name(self):
+        return self.NAME
+
+    @property
+    def compressible_tensors_keys(self):
+        return list(self.COMPRESSIBLE_KEYS)
+
+    @property
+    def commutes_with_sum(self):
+        return self.COMMUTES_WITH_SUM
+
+    @property
+    def decode_needs_input_shape(self):
+        return self.NEEDS_INPUT_SHAPE
+
+    def get_params(self):
+        return _no_params()
+
+
 # ------------------------------------------------------------ blocking --
 
 @te.core.tf_style_encoding_stage
-class BlockReshapeEncodingStage(te.core.EncodingStageInterface):
+class BlockReshapeEncodingStage(_StatelessStage):
     """Any tensor -> ``[rows, block_size]``, zero padded to a whole number of rows. Lossless."""
 
     ENCODED_VALUES_KEY = "blocks"
+    NAME = "block_reshape"
+    COMPRESSIBLE_KEYS = (ENCODED_VALUES_KEY,)
+    COMMUTES_WITH_SUM = True
+    NEEDS_INPUT_SHAPE = True
 
     def __init__(self, block_size=1024):
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1 \
@@ -58,25 +96,6 @@ class BlockReshapeEncodingStage(te.core.EncodingStageInterface):
             raise ValueError(f"block_size must be a power of two (the Hadamard transform needs one), "
                              f"got {block_size!r}.")
         self._block_size = block_size
-
-    @property
-    def name(self):
-        return "block_reshape"
-
-    @property
-    def compressible_tensors_keys(self):
-        return [self.ENCODED_VALUES_KEY]
-
-    @property
-    def commutes_with_sum(self):
-        return True
-
-    @property
-    def decode_needs_input_shape(self):
-        return True
-
-    def get_params(self):
-        return _no_params()
 
     def encode(self, x, encode_params):
         del encode_params  # unused
@@ -94,7 +113,7 @@ class BlockReshapeEncodingStage(te.core.EncodingStageInterface):
 # ------------------------------------------------------------ rotation --
 
 @te.core.tf_style_encoding_stage
-class ClientRotationEncodingStage(te.core.EncodingStageInterface):
+class ClientRotationEncodingStage(_StatelessStage):
     """Rows ``[b, d]`` (``d`` a power of two) -> random signs, then a Hadamard transform of each row.
 
     Unlike tfmot's ``HadamardEncodingStage``, whose seed the server shares with
@@ -107,25 +126,10 @@ class ClientRotationEncodingStage(te.core.EncodingStageInterface):
 
     ENCODED_VALUES_KEY = "rotated_values"
     SEED_KEY = "rotation_seed"
-
-    @property
-    def name(self):
-        return "client_rotation"
-
-    @property
-    def compressible_tensors_keys(self):
-        return [self.ENCODED_VALUES_KEY]
-
-    @property
-    def commutes_with_sum(self):
-        return False
-
-    @property
-    def decode_needs_input_shape(self):
-        return False
-
-    def get_params(self):
-        return _no_params()
+    NAME = "client_rotation"
+    COMPRESSIBLE_KEYS = (ENCODED_VALUES_KEY,)
+    COMMUTES_WITH_SUM = False
+    NEEDS_INPUT_SHAPE = False
 
     def encode(self, x, encode_params):
         del encode_params  # unused
@@ -168,38 +172,23 @@ def unpack_bits(packed, bits):
 
 
 @te.core.tf_style_encoding_stage
-class TightBitpackingEncodingStage(te.core.EncodingStageInterface):
+class TightBitpackingEncodingStage(_StatelessStage):
     """``bits``-bit integers (as floats, e.g. from uniform quantization) -> uint8, no bit wasted.
 
     ``bits`` is 1, 2, 4 or 8 so that whole values fit in a byte. Lossless.
     """
 
     ENCODED_VALUES_KEY = "packed_bytes"
+    NAME = "tight_bitpacking"
+    COMPRESSIBLE_KEYS = ()
+    COMMUTES_WITH_SUM = False
+    NEEDS_INPUT_SHAPE = True
 
     def __init__(self, bits):
         if bits not in PACKABLE_BITS:
             raise ValueError(f"bits must be one of {PACKABLE_BITS} to pack whole values into bytes, "
                              f"got {bits!r}.")
         self._bits = bits
-
-    @property
-    def name(self):
-        return "tight_bitpacking"
-
-    @property
-    def compressible_tensors_keys(self):
-        return []
-
-    @property
-    def commutes_with_sum(self):
-        return False
-
-    @property
-    def decode_needs_input_shape(self):
-        return True
-
-    def get_params(self):
-        return _no_params()
 
     def encode(self, x, encode_params):
         del encode_params  # unused
@@ -217,7 +206,7 @@ class TightBitpackingEncodingStage(te.core.EncodingStageInterface):
 # ------------------------------------------------------------- signs --
 
 @te.core.tf_style_encoding_stage
-class OneBitSignEncodingStage(te.core.EncodingStageInterface):
+class OneBitSignEncodingStage(_StatelessStage):
     """Rows ``[b, d]`` -> the sign of every value (1 bit, packed) and one scale per row.
 
     Decoding gives ``scale * sign(x)`` with ``scale = ||x||^2 / ||x||_1`` per row,
@@ -227,25 +216,10 @@ class OneBitSignEncodingStage(te.core.EncodingStageInterface):
 
     SIGNS_KEY = "packed_signs"
     SCALES_KEY = "row_scales"
-
-    @property
-    def name(self):
-        return "one_bit_sign"
-
-    @property
-    def compressible_tensors_keys(self):
-        return []
-
-    @property
-    def commutes_with_sum(self):
-        return False
-
-    @property
-    def decode_needs_input_shape(self):
-        return False
-
-    def get_params(self):
-        return _no_params()
+    NAME = "one_bit_sign"
+    COMPRESSIBLE_KEYS = ()
+    COMMUTES_WITH_SUM = False
+    NEEDS_INPUT_SHAPE = False
 
     def encode(self, x, encode_params):
         del encode_params  # unused
@@ -268,7 +242,7 @@ class OneBitSignEncodingStage(te.core.EncodingStageInterface):
 # -------------------------------------------------------------- top-k --
 
 @te.core.tf_style_encoding_stage
-class TopKEncodingStage(te.core.EncodingStageInterface):
+class TopKEncodingStage(_StatelessStage):
     """A flat vector -> its ``ceil(fraction * n)`` largest-magnitude values and their int32 indices.
 
     Decoding puts the values back at their indices and zeros elsewhere. The
@@ -278,31 +252,16 @@ class TopKEncodingStage(te.core.EncodingStageInterface):
 
     VALUES_KEY = "top_values"
     INDICES_KEY = "top_indices"
+    NAME = "top_k"
+    COMPRESSIBLE_KEYS = (VALUES_KEY,)
+    COMMUTES_WITH_SUM = False
+    NEEDS_INPUT_SHAPE = True
 
     def __init__(self, fraction=0.01):
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
                 or not 0 < fraction <= 1:
             raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}.")
         self._fraction = fraction
-
-    @property
-    def name(self):
-        return "top_k"
-
-    @property
-    def compressible_tensors_keys(self):
-        return [self.VALUES_KEY]
-
-    @property
-    def commutes_with_sum(self):
-        return False
-
-    @property
-    def decode_needs_input_shape(self):
-        return True
-
-    def get_params(self):
-        return _no_params()
 
     def encode(self, x, encode_params):
         del encode_params  # unused

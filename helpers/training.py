@@ -27,7 +27,7 @@ BITS_KEYS = ("broadcast_bits", "aggregated_bits")
 TUTORIAL = dict(rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02, server_lr=1.0,
                 eval_every=5)
 LONG_RUN = dict(rounds=100, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=0.5,
-                server_momentum=0.9, eval_every=10)
+                server_momentum=0.9, server_lr_drop=[70, 0.1], eval_every=10)
 # The frontier sweep of notebook 06 trains many runs, so each is short: every
 # run starts from LONG_RUN after `warm_rounds` rounds and trains `rounds` more,
 # with a smaller server step so the accuracy settles (notebook 06 explains).
@@ -228,7 +228,8 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
     """
     process = compression.build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
                                         server_learning_rate=settings["server_lr"],
-                                        server_momentum=settings.get("server_momentum", 0.0))
+                                        server_momentum=settings.get("server_momentum", 0.0),
+                                        server_lr_drop=settings.get("server_lr_drop"))
     state = process.initialize()
     if initial_weights is not None:
         state = process.set_model_weights(state, initial_weights)

@@ -152,3 +152,22 @@ def test_bits_outside_one_to_sixteen(bits):
 def test_bad_clients_per_round(count, message):
     with pytest.raises(ValueError, match=message):
         training.sample_clients([f"c{i}" for i in range(12)], count, np.random.default_rng(0))
+
+
+def test_server_learning_rate_drops_after_the_given_rounds():
+    optimizer = compression._with_lr_drop(
+        tff.learning.optimizers.build_sgdm(learning_rate=0.5, momentum=0.9), 0.5, (2, 0.1))
+    specs = [tf.TensorSpec([3], tf.float32)]
+    state = optimizer.initialize(specs)
+    weights, rates = [tf.zeros([3])], []
+    for _ in range(4):
+        state, weights = optimizer.next(state, weights, [tf.ones([3])])
+        rates.append(round(float(state["optimizer"]["learning_rate"]), 6))
+    # The rate stored after round i is the one round i + 1 uses: rounds 1-2 at 0.5, then 0.1.
+    assert rates == [0.5, 0.1, 0.1, 0.1]
+
+
+@pytest.mark.parametrize("drop", [(-1, 0.1), (10, 0), (2.5, 0.1), ("10", 0.1)])
+def test_bad_server_lr_drop_is_refused(model_fn, drop):
+    with pytest.raises(ValueError, match="server_lr_drop must be"):
+        compression.build_fed_avg(model_fn, server_lr_drop=drop)
