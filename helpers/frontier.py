@@ -13,13 +13,13 @@
 - :func:`results_table` and :func:`pareto_front` summarise the runs.
 """
 import functools
+import pathlib
 
 import numpy as np
 import pandas as pd
-import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, config, data, stages, training
+from helpers import compression, config, stages, training
 from helpers import research_stages as research
 
 PARAMETERS = 1_663_370  # the CNN's values, so bits per value = bits per client / PARAMETERS
@@ -89,36 +89,45 @@ def direction(broadcast, aggregation):
     return BROADCAST_ONLY if aggregation in (None, IDENTITY) else BOTH
 
 
-def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
-    """Model weights after ``settings["warm_rounds"]`` rounds of the uncompressed long run.
+def warm_start_settings(settings):
+    """The warm start's settings: :data:`helpers.training.LONG_RUN` (shrunk in fast mode) for ``settings["warm_rounds"]`` rounds.
 
-    The warm-up is :data:`helpers.training.LONG_RUN` (shrunk in fast mode)
-    stopped after ``warm_rounds`` rounds: the same clients and optimizers as
-    notebook 03's baseline. Every sweep row starts from these weights, so rows
-    are compared once training is under way rather than in its erratic first
-    rounds. Saved under ``outputs/runs/`` (``.npz``, keyed by the settings)
-    and loaded when present. Returns a ``tff.learning.models.ModelWeights``.
+    The long run's server learning rate drop is left out, so the warm start
+    must end before it. ``settings["clients"]`` (the number of training
+    clients, when given) is kept so that another dataset gets another key.
     """
-    warm = dict(training.run_settings("long"), rounds=settings["warm_rounds"], eval_every=None)
+    warm = dict(training.run_settings("long"), rounds=settings["warm_rounds"], eval_every=None,
+                clients=settings.get("clients"))
     drop = warm.pop("server_lr_drop", None)  # the long run's rounds before its drop are the warm-up
     if drop is not None and drop[0] < warm["rounds"]:
         raise ValueError(f"the warm start ({warm['rounds']} rounds) must end before the long run's "
                          f"server learning rate drops (after {drop[0]} rounds).")
-    path = config.output_dir("runs") / f"sweep-warm-start-{training.settings_key(warm)}.npz"
+    return warm
+
+
+def warm_start_path(settings):
+    """Where the warm start's weights of these sweep ``settings`` are saved (``outputs/runs/*.npz``)."""
+    key = training.settings_key(warm_start_settings(settings))
+    return config.output_dir("runs") / f"sweep-warm-start-{key}.npz"
+
+
+def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
+    """Model weights after ``settings["warm_rounds"]`` rounds of the uncompressed long run.
+
+    The same clients and optimizers as notebook 03's baseline, which saves
+    its weights at that round to :func:`warm_start_path`. Every sweep row
+    starts from these weights, so rows are compared once training is under
+    way rather than in its erratic first rounds. Loaded when saved, trained
+    (and saved) otherwise. Returns a ``tff.learning.models.ModelWeights``.
+    """
+    warm, path = warm_start_settings(settings), warm_start_path(settings)
     if not path.exists():
-        process = compression.build_fed_avg(
-            model_fn, compression.identity(), client_learning_rate=warm["client_lr"],
-            server_learning_rate=warm["server_lr"], server_momentum=warm["server_momentum"])
-        state, history = training.run_rounds(
-            process, lambda ids: data.make_federated_data(train, ids, epochs=warm["client_epochs"]),
-            train.client_ids, warm["rounds"], warm["clients_per_round"], seed=config.SEED,
-            evaluate_fn=evaluate_fn, name="warm start", verbose=verbose)
-        np.savez(path, *process.get_model_weights(state).trainable)
+        history = training.train_fed_avg(model_fn, compression.identity(), warm, train, evaluate_fn,
+                                         name="warm start", verbose=verbose,
+                                         snapshots={warm["rounds"]: path})
         if history.evals:
             print(f"warm start: {warm['rounds']} rounds, test accuracy {history.final_accuracy():.2%}")
-    with np.load(path) as saved:
-        trainable = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    return tff.learning.models.ModelWeights(trainable=trainable, non_trainable=[])
+    return training.load_weights(path)
 
 
 def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False):
@@ -204,16 +213,35 @@ def pareto_front(bits, accuracy):
     return front
 
 
-def best_within(table, direction, bits_column, min_reduction, max_drop):
-    """The row of ``direction`` with the largest reduction in ``bits_column`` at most ``max_drop`` points below identity and ``min_reduction``x or more; ``None`` if none."""
-    rows = table[(table["direction"] == direction) & (table[bits_column] >= min_reduction)
+# The frontier's targets: (label, direction, reduction column, at least this
+# many times fewer bits than identity, at most this many points below it).
+TARGETS = [
+    ("aggregation only, >= 25x fewer uploaded bits, within 1 point", AGGREGATION_ONLY, "reduction (aggregated)", 25, 1.0),
+    ("aggregation only, >= 10x fewer uploaded bits, within 0.5 points", AGGREGATION_ONLY, "reduction (aggregated)", 10, 0.5),
+    ("both directions, >= 10x fewer total bits, within 1 point", BOTH, "reduction (total)", 10, 1.0),
+]
+
+
+def best_within(table, where, bits_column, min_reduction, max_drop):
+    """The row of direction ``where`` with the largest reduction in ``bits_column`` at most ``max_drop`` points below identity and ``min_reduction``x or more; ``None`` if none."""
+    rows = table[(table["direction"] == where) & (table[bits_column] >= min_reduction)
                  & (table["accuracy change (points)"] >= -max_drop)]
     return None if rows.empty else rows.sort_values(bits_column).iloc[-1]
 
 
+def target_lines(table):
+    """One line of text per :data:`TARGETS` entry: which row of ``table`` meets it best, or that none does."""
+    lines = []
+    for label, where, column, reduction, drop in TARGETS:
+        best = best_within(table, where, column, reduction, drop)
+        lines.append(f"{label}: " + ("not met" if best is None else
+                     f"met by {best['broadcast']} / {best['aggregation']} ({best[column]:.1f}x, "
+                     f"{best['accuracy change (points)']:+.2f} points)"))
+    return lines
+
+
 def save_results(table, folder):
     """Write ``table`` as ``results.csv`` and ``results.json`` (a list of row dicts) in ``folder``; returns both paths."""
-    import pathlib
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = folder / "results.csv", folder / "results.json"

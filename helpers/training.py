@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 from tqdm.std import tqdm
 
 from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
@@ -32,7 +33,7 @@ LONG_RUN = dict(rounds=100, clients_per_round=10, client_epochs=1, client_lr=0.1
 # run starts from LONG_RUN after `warm_rounds` rounds (where its server step
 # drops) and trains `rounds` more with the small step (notebook 06 explains).
 SWEEP_RUN = dict(warm_rounds=70, rounds=20, clients_per_round=5, client_epochs=1, client_lr=0.1,
-                 server_lr=0.1, server_momentum=0.9, eval_every=5)
+                 server_lr=0.1, server_momentum=0.9, eval_every=10)
 FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1)
 FAST_SWEEP_SIZE = dict(warm_rounds=1, rounds=1, clients_per_round=2, eval_every=1)
 
@@ -166,7 +167,7 @@ def _write_scalars(writer, step, values):
 
 def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_round=10,
                seed=0, evaluate_fn=None, eval_every=None, logdir=None, name="run",
-               verbose=True, state=None):
+               verbose=True, state=None, snapshots=None):
     """Train ``process`` for ``num_rounds`` rounds; returns ``(state, History)``.
 
     - ``client_datasets_fn(ids)`` returns the preprocessed ``tf.data`` datasets of those clients.
@@ -176,9 +177,15 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
       test split; it runs every ``eval_every`` rounds and after the last round.
     - ``logdir``: a folder for TensorBoard scalars (none written if ``None``).
     - ``state``: continue from this state instead of ``process.initialize()``.
+    - ``snapshots``: ``{round: path}``; after those rounds the global model's
+      weights are saved to ``path`` with :func:`save_weights`.
     """
     if isinstance(num_rounds, bool) or not isinstance(num_rounds, (int, np.integer)) or num_rounds < 1:
         raise ValueError(f"num_rounds must be a positive integer, got {num_rounds!r}.")
+    snapshots = dict(snapshots or {})
+    outside = [r for r in snapshots if r not in range(1, num_rounds + 1)]
+    if outside:
+        raise ValueError(f"snapshot rounds {outside} are outside this run's rounds 1..{num_rounds}.")
     rng = np.random.default_rng(seed)
     history = History(name, dict(num_rounds=int(num_rounds), clients_per_round=int(clients_per_round),
                                  seed=seed))
@@ -200,6 +207,8 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
             bar.write(format_round(record))
         if writer:
             _write_scalars(writer, round_num, {k: v for k, v in record.items() if k != "round"})
+        if round_num in snapshots:
+            save_weights(process.get_model_weights(state), snapshots[round_num])
         last = round_num == num_rounds
         if evaluate_fn and (last or (eval_every and round_num % eval_every == 0)):
             result = dict(evaluate_fn(process.get_model_weights(state)), round=round_num)
@@ -216,7 +225,7 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
 
 
 def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
-                  verbose=True, initial_weights=None, seed=None):
+                  verbose=True, initial_weights=None, seed=None, snapshots=None):
     """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
 
     ``settings`` is a dict like :data:`LONG_RUN` (rounds, clients_per_round,
@@ -224,7 +233,9 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
     ``train`` is the training ``ClientData``. Clients are sampled with ``seed``
     (default ``config.SEED``), so every run with the same settings sees the
     same clients. ``initial_weights`` (a ``tff.learning.models.ModelWeights``)
-    starts from a trained model instead of a fresh one. Returns a :class:`History`.
+    starts from a trained model instead of a fresh one. ``snapshots``
+    (``{round: path}``) saves the model's weights after those rounds.
+    Returns a :class:`History`.
     """
     process = compression.build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
                                         server_learning_rate=settings["server_lr"],
@@ -237,9 +248,24 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
         train.client_ids, settings["rounds"], settings["clients_per_round"],
         seed=config.SEED if seed is None else seed, evaluate_fn=evaluate_fn,
-        eval_every=settings["eval_every"], logdir=logdir, name=name, verbose=verbose, state=state)
+        eval_every=settings["eval_every"], logdir=logdir, name=name, verbose=verbose, state=state,
+        snapshots=snapshots)
     history.config.update(settings)
     return history
+
+
+def save_weights(model_weights, path):
+    """Save a ``tff.learning.models.ModelWeights``'s trainable arrays to the ``.npz`` file ``path``."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, *model_weights.trainable)
+
+
+def load_weights(path):
+    """The ``tff.learning.models.ModelWeights`` saved by :func:`save_weights` at ``path``."""
+    with np.load(path) as saved:
+        trainable = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    return tff.learning.models.ModelWeights(trainable=trainable, non_trainable=[])
 
 
 def keras_evaluator(keras_model_fn, test_dataset):
@@ -250,7 +276,7 @@ def keras_evaluator(keras_model_fn, test_dataset):
     fresh Keras model is built for every call: building a TFF process creates
     models in a separate graph, which invalidates Keras models made earlier.
     """
-    dataset = test_dataset.map(_as_tuple)
+    dataset = test_dataset.map(_as_tuple).cache()  # read and decoded once, kept in memory
 
     def evaluate(model_weights):
         model = keras_model_fn()

@@ -8,7 +8,9 @@ same clients of the offline data:
   its update; the server decodes all of them), timed outside TFF;
 - peak resident memory of this process while that method's rounds ran (MiB);
 - and once: seconds for plain Keras to train on the same clients' examples,
-  and the ratio of the TFF baseline round to it.
+  and the ratio of the TFF baseline round to it;
+- and once more, identity and 8-bit in both directions with their rounds
+  interleaved, for the ratio of their round times.
 
 Writes ``outputs/bench/results.json`` and ``outputs/bench/results.md``.
 ``--rounds`` and ``--methods`` make a quicker run.
@@ -51,13 +53,18 @@ class PeakMemory:
         self._thread.join()
 
 
-def round_seconds(broadcast, aggregation, client_sets):
-    """(median seconds per round, peak MiB) of FedAvg with a sweep row's encoders."""
+def build(broadcast, aggregation):
+    """FedAvg with a sweep row's encoders and the long run's optimizers."""
     settings = training.LONG_RUN
-    process = compression.build_fed_avg(
+    return compression.build_fed_avg(
         model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation),
         client_learning_rate=settings["client_lr"], server_learning_rate=settings["server_lr"],
         server_momentum=settings["server_momentum"])
+
+
+def round_seconds(broadcast, aggregation, client_sets):
+    """(median seconds per round, peak MiB) of FedAvg with a sweep row's encoders."""
+    process = build(broadcast, aggregation)
     with PeakMemory() as memory:
         state = process.next(process.initialize(), client_sets[0]).state  # warm-up round
         times = []
@@ -66,6 +73,23 @@ def round_seconds(broadcast, aggregation, client_sets):
             state = process.next(state, datasets).state
             times.append(time.perf_counter() - start)
     return float(np.median(times)), memory.mib
+
+
+def interleaved_round_seconds(rows, client_sets):
+    """Median seconds per round of each ``(broadcast, aggregation)`` row, their rounds interleaved.
+
+    Every row trains on the same clients, taking turns round by round (row 1,
+    row 2, row 1, ...), so a change in the machine's load hits all rows alike.
+    """
+    processes = [build(*row) for row in rows]
+    states = [p.next(p.initialize(), client_sets[0]).state for p in processes]  # warm-up rounds
+    times = [[] for _ in rows]
+    for datasets in client_sets[1:]:
+        for i, process in enumerate(processes):
+            start = time.perf_counter()
+            states[i] = process.next(states[i], datasets).state
+            times[i].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def codec_seconds(method, clients=CLIENTS, repeats=3):
@@ -118,7 +142,10 @@ def markdown(rows, summary):
                      f"{r['peak_mib']:.0f} |")
     lines += ["", f"Plain Keras on the same examples: {summary['keras_same_examples_s']:.2f} s; "
               f"TFF identity round / Keras: {summary['tff_over_keras']:.2f}x.",
-              f"8-bit both ways / identity round time: {summary['eight_bit_both_over_identity']:.3f}x."]
+              f"Interleaved, round by round on the same clients: identity "
+              f"{summary['interleaved_identity_round_s']:.2f} s, 8-bit both ways "
+              f"{summary['interleaved_eight_bit_both_round_s']:.2f} s per round: "
+              f"{summary['eight_bit_both_over_identity']:.3f}x."]
     return "\n".join(lines) + "\n"
 
 
@@ -154,10 +181,13 @@ def main():
     for r in rows:
         r["round_vs_identity"] = r["round_s"] / identity
     keras = float(np.median([keras_seconds(datasets) for datasets in client_sets[1:]]))
+    paired_identity, paired_eight_bit = interleaved_round_seconds([(None, frontier.IDENTITY), BOTH_WAYS],
+                                                                  client_sets)
     summary = dict(clients_per_round=CLIENTS, timed_rounds=args.rounds, keras_same_examples_s=keras,
                    tff_identity_round_s=identity, tff_over_keras=identity / keras,
-                   eight_bit_both_round_s=rows[-1]["round_s"],
-                   eight_bit_both_over_identity=rows[-1]["round_s"] / identity,
+                   interleaved_identity_round_s=paired_identity,
+                   interleaved_eight_bit_both_round_s=paired_eight_bit,
+                   eight_bit_both_over_identity=paired_eight_bit / paired_identity,
                    peak_mib=max(r["peak_mib"] for r in rows))
     folder = config.output_dir("bench")
     (folder / "results.json").write_text(json.dumps(dict(summary=summary, methods=rows), indent=1))

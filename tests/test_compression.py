@@ -171,3 +171,21 @@ def test_server_learning_rate_drops_after_the_given_rounds():
 def test_bad_server_lr_drop_is_refused(model_fn, drop):
     with pytest.raises(ValueError, match="server_lr_drop must be"):
         compression.build_fed_avg(model_fn, server_lr_drop=drop)
+
+
+def test_snapshots_save_the_model_after_those_rounds(model_fn, tmp_path):
+    process = compression.build_fed_avg(model_fn, compression.identity())
+    ids = [f"c{i}" for i in range(6)]
+    by_id = dict(zip(ids, client_datasets(6)))
+    paths = {1: tmp_path / "after-1.npz", 2: tmp_path / "after-2.npz"}
+    state, _ = training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
+                                   clients_per_round=2, verbose=False, snapshots=paths)
+    final = process.get_model_weights(state).trainable
+    after_two, after_one = (training.load_weights(paths[r]).trainable for r in (2, 1))
+    assert len(after_two) == len(final) == 8
+    for saved, expected in zip(after_two, final):
+        np.testing.assert_array_equal(saved, expected)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(after_one, after_two))
+    with pytest.raises(ValueError, match=r"snapshot rounds \[3\] are outside this run's rounds 1..2"):
+        training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
+                            clients_per_round=2, verbose=False, snapshots={3: tmp_path / "x.npz"})

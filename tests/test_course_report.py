@@ -35,6 +35,6 @@ def test_report_has_the_key_figures(output):
     assert "(target 95%: met)" in text
     assert "3.47x fewer bits per direction, -0.50 accuracy points (target within 1 point: met)" in text
     assert text.count("| identity | rotated 1-bit sign (DRIVE) |") == 1
-    assert "aggregation only, >= 25x, within 1 point: not met" in text
+    assert "- aggregation only, >= 25x fewer uploaded bits, within 1 point: not met" in text
     assert (output / "report_accuracy.png").stat().st_size > 0
     assert training.History.load(next(config.output_dir("runs").glob("baseline-*.json"))).name == "baseline"

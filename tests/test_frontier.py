@@ -179,3 +179,40 @@ def test_pareto_front():
     assert front.tolist() == [False, True, False, True]
     with pytest.raises(ValueError, match="differ in length"):
         frontier.pareto_front([1, 2], [0.5])
+
+
+def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
+    settings = dict(training.run_settings("sweep"), clients=12)
+    path = frontier.warm_start_path(settings)
+    assert path.parent == tmp_path / "runs"
+    assert path != frontier.warm_start_path(dict(settings, clients=13))  # another dataset, another file
+    weights = [np.full((2, 3), 0.5, np.float32), np.arange(4, dtype=np.float32)]
+    training.save_weights(tff.learning.models.ModelWeights(trainable=weights, non_trainable=[]), path)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("warm_start trained although the snapshot was saved")
+
+    monkeypatch.setattr(training, "train_fed_avg", no_training)
+    loaded = frontier.warm_start(None, settings, train=None).trainable
+    assert [a.tolist() for a in loaded] == [a.tolist() for a in weights]
+
+
+def test_warm_start_must_end_before_the_long_runs_drop():
+    warm = frontier.warm_start_settings(training.SWEEP_RUN)
+    assert "server_lr_drop" not in warm and warm["server_lr"] == training.LONG_RUN["server_lr"]
+    late = training.LONG_RUN["server_lr_drop"][0] + 1
+    with pytest.raises(ValueError, match=f"warm start \\({late} rounds\\) must end before"):
+        frontier.warm_start_settings(dict(training.SWEEP_RUN, warm_rounds=late))
+
+
+def test_target_lines_name_the_best_row_or_say_not_met():
+    full = 53_227_840
+    table = frontier.results_table({
+        (None, "identity"): fake_history("identity", (full, full), 0.90),
+        (None, "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
+    })
+    lines = frontier.target_lines(table)
+    assert len(lines) == len(frontier.TARGETS) == 3
+    assert lines[0].endswith("met by identity / rotated 1-bit sign (DRIVE) (27.8x, -0.50 points)")
+    assert lines[1].endswith("not met") and lines[2].endswith("not met")
