@@ -41,7 +41,12 @@ METHODS = {
     "top-1% values + indices": functools.partial(research.top_k_encoder, fraction=0.01),
     "nearest 4-bit, tight": functools.partial(research.tight_quantization_encoder, bits=4,
                                               stochastic=False),
+    "rotated 1-bit sign, one shared rotation": functools.partial(research.rotated_sign_encoder,
+                                                                 shared_seed=config.SEED),
 }
+# Methods the sweep does not run on the aggregation alone: a broadcast encoder,
+# and a comparison that `scripts/from_scratch.py` runs (notebook 06 discusses it).
+NOT_SWEPT_ALONE = ("nearest 4-bit, tight", "rotated 1-bit sign, one shared rotation")
 
 AGGREGATION_ONLY = "aggregation only"
 BROADCAST_ONLY = "broadcast only"
@@ -49,7 +54,7 @@ BOTH = "both directions"
 
 # Every method compresses the aggregation alone; a few pairs also compress the
 # broadcast, from safe (8-bit) to one that should break (1-bit model).
-SWEEP = [(None, name) for name in METHODS if name != "nearest 4-bit, tight"] + [
+SWEEP = [(None, name) for name in METHODS if name not in NOT_SWEPT_ALONE] + [
     ("uniform 8-bit", None),
     ("uniform 8-bit", "uniform 8-bit"),
     ("uniform 4-bit", "uniform 4-bit"),

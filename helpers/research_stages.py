@@ -131,21 +131,35 @@ class ClientRotationEncodingStage(_StatelessStage):
     COMMUTES_WITH_SUM = False
     NEEDS_INPUT_SHAPE = False
 
+    def __init__(self, shared_seed=None):
+        """``shared_seed=None``: each client its own rotation. An int: one rotation for every client
+        and round, which nobody needs to send (for comparison; the shared rotation's errors
+        do not cancel)."""
+        if shared_seed is not None and (isinstance(shared_seed, bool) or not isinstance(shared_seed, int)):
+            raise ValueError(f"shared_seed must be None or an int, got {shared_seed!r}.")
+        self._shared_seed = shared_seed
+
     def encode(self, x, encode_params):
         del encode_params  # unused
         if x.shape.rank != 2 or not x.shape.is_fully_defined():
             raise ValueError(f"ClientRotationEncodingStage needs rows [b, d] of known shape "
                              f"(put BlockReshapeEncodingStage first), got shape {x.shape}.")
-        seed = tf.stack([tf.bitcast(tf.reduce_sum(x), tf.int32),
-                         tf.bitcast(tf.reduce_sum(tf.abs(x)), tf.int32)])
-        rotated = fast_walsh_hadamard_transform(x * _signs(x.shape, seed, x.dtype))
-        return collections.OrderedDict([(self.ENCODED_VALUES_KEY, rotated), (self.SEED_KEY, seed)])
+        if self._shared_seed is None:
+            seed = tf.stack([tf.bitcast(tf.reduce_sum(x), tf.int32),
+                             tf.bitcast(tf.reduce_sum(tf.abs(x)), tf.int32)])
+        else:
+            seed = tf.constant([self._shared_seed, 0], tf.int32)
+        encoded = collections.OrderedDict(
+            [(self.ENCODED_VALUES_KEY, fast_walsh_hadamard_transform(x * _signs(x.shape, seed, x.dtype)))])
+        if self._shared_seed is None:
+            encoded[self.SEED_KEY] = seed
+        return encoded
 
     def decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
         del decode_params, num_summands, shape  # unused
         rotated = encoded_tensors[self.ENCODED_VALUES_KEY]
-        signs = _signs(rotated.shape, encoded_tensors[self.SEED_KEY], rotated.dtype)
-        return fast_walsh_hadamard_transform(rotated) * signs
+        seed = encoded_tensors.get(self.SEED_KEY, tf.constant([self._shared_seed or 0, 0], tf.int32))
+        return fast_walsh_hadamard_transform(rotated) * _signs(rotated.shape, seed, rotated.dtype)
 
 
 def _signs(shape, seed, dtype):
@@ -294,9 +308,9 @@ def _flatten():
     return te.stages.FlattenEncodingStage(), te.stages.FlattenEncodingStage.ENCODED_VALUES_KEY
 
 
-def _rotate(block_size):
+def _rotate(block_size, shared_seed=None):
     return [(BlockReshapeEncodingStage(block_size), BlockReshapeEncodingStage.ENCODED_VALUES_KEY),
-            (ClientRotationEncodingStage(), ClientRotationEncodingStage.ENCODED_VALUES_KEY)]
+            (ClientRotationEncodingStage(shared_seed), ClientRotationEncodingStage.ENCODED_VALUES_KEY)]
 
 
 def _uniform(bits, stochastic=True):
@@ -304,9 +318,12 @@ def _uniform(bits, stochastic=True):
             te.stages.UniformQuantizationEncodingStage.ENCODED_VALUES_KEY)
 
 
-def rotated_sign_encoder(block_size=1024):
-    """``te.core.Encoder``: flatten -> blocks -> random Hadamard rotation -> 1-bit signs + scales."""
-    return _chain(_flatten(), *_rotate(block_size), (OneBitSignEncodingStage(), None))
+def rotated_sign_encoder(block_size=1024, shared_seed=None):
+    """``te.core.Encoder``: flatten -> blocks -> random Hadamard rotation -> 1-bit signs + scales.
+
+    ``shared_seed`` (an int) gives every client the same rotation instead of its own.
+    """
+    return _chain(_flatten(), *_rotate(block_size, shared_seed), (OneBitSignEncodingStage(), None))
 
 
 def rotated_quantization_encoder(bits, block_size=1024):

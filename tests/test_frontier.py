@@ -42,6 +42,7 @@ def independent_bits(method):
         "adaptive 4-bit (05c)": tfmot_packed(N, 4) + 32,         # + the client's max |x| statistic
         "rotated 2-bit, tight": blocks * 1024 * 2 + MIN_MAX + SEED,
         "rotated 1-bit sign (DRIVE)": blocks * 1024 + blocks * 32 + SEED,
+        "rotated 1-bit sign, one shared rotation": blocks * 1024 + blocks * 32,  # no seed sent
         "top-1% values + indices": math.ceil(0.01 * N) * 64,
         "nearest 4-bit, tight": N * 4 + MIN_MAX,
     }
@@ -120,6 +121,22 @@ def test_lossless_and_rotation_stages_invert_exactly():
                                               shape=tf.shape(ints)), ints)
 
 
+@pytest.mark.parametrize("shared_seed", [None, 5])
+def test_rotation_stage_inverts_and_draws_a_rotation_per_client_unless_shared(shared_seed):
+    stage = research_stages.ClientRotationEncodingStage(shared_seed)
+    clients = [tf.random.normal([4, 256], seed=s) for s in (1, 2)]
+    encoded = [stage.encode(x, {}) for x in clients]
+    for x, e in zip(clients, encoded):
+        np.testing.assert_allclose(stage.decode(e, {}), x, atol=1e-5)
+    if shared_seed is None:
+        assert [sorted(e) for e in encoded] == [[stage.ENCODED_VALUES_KEY, stage.SEED_KEY]] * 2
+        assert encoded[0][stage.SEED_KEY].numpy().tolist() != encoded[1][stage.SEED_KEY].numpy().tolist()
+    else:  # the same rotation: rotating the sum equals summing the rotations
+        assert [sorted(e) for e in encoded] == [[stage.ENCODED_VALUES_KEY]] * 2
+        both = stage.encode(clients[0] + clients[1], {})[stage.ENCODED_VALUES_KEY]
+        np.testing.assert_allclose(both, sum(e[stage.ENCODED_VALUES_KEY] for e in encoded), atol=1e-4)
+
+
 def test_sign_stage_keeps_signs_and_the_drive_scale():
     x = tf.constant([[3.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1.0, -1.0]])
     stage = research_stages.OneBitSignEncodingStage()
@@ -132,6 +149,7 @@ def test_sign_stage_keeps_signs_and_the_drive_scale():
     (lambda: research_stages.BlockReshapeEncodingStage(1000), "power of two"),
     (lambda: research_stages.TightBitpackingEncodingStage(3), "one of"),
     (lambda: research_stages.TopKEncodingStage(0), r"\(0, 1\]"),
+    (lambda: research_stages.ClientRotationEncodingStage("7"), "shared_seed must be None or an int"),
     (lambda: frontier.encoder_fns(None, "uniform 3-bit"), "unknown method 'uniform 3-bit'"),
 ])
 def test_bad_settings_are_refused(make, message):

@@ -1,0 +1,92 @@
+"""Train sweep rows from scratch (no warm start), with settings from the command line.
+
+The notebooks quote a few from-scratch runs that the course itself does not
+train; this script reproduces them. Settings start from the long run
+(``helpers.training.LONG_RUN``) and the options override them. A row is
+``BROADCAST/AGGREGATION`` with method names of ``helpers.frontier.METHODS``.
+Each run is saved under ``outputs/runs/`` keyed by its settings, so asking
+again prints at once.
+
+    # notebook 06: one rotation per client against one shared rotation
+    .venv/bin/python scripts/from_scratch.py --rounds 30 --clients 5 --no-drop --eval-every 10 \\
+        --rows "identity/identity" "identity/rotated 1-bit sign (DRIVE)" \\
+               "identity/rotated 1-bit sign, one shared rotation"
+    # notebook 03: server momentum, 40 rounds
+    .venv/bin/python scripts/from_scratch.py --rounds 40 --no-drop --momentum 0 0.9
+"""
+import argparse
+
+from helpers import setup
+
+setup.start()
+from helpers import config, data, frontier, model, training  # noqa: E402
+
+
+def parse_row(text):
+    """``"BROADCAST/AGGREGATION"`` -> ``(broadcast or None, aggregation)``, checked against the methods."""
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"a row is BROADCAST/AGGREGATION, got {text!r}")
+    broadcast, aggregation = (p.strip() for p in parts)
+    for name in (broadcast, aggregation):
+        if name not in frontier.METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {sorted(frontier.METHODS)}")
+    return (None if broadcast == frontier.IDENTITY else broadcast), aggregation
+
+
+def settings_from(args, momentum):
+    """The long run's settings with the command line's overrides."""
+    settings = dict(training.LONG_RUN)
+    for key, value in [("rounds", args.rounds), ("clients_per_round", args.clients),
+                       ("client_lr", args.client_lr), ("server_lr", args.server_lr),
+                       ("eval_every", args.eval_every)]:
+        if value is not None:
+            settings[key] = value
+    settings["server_momentum"] = momentum
+    if args.no_drop:
+        settings.pop("server_lr_drop")
+    return settings
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", type=parse_row, default=[(None, frontier.IDENTITY)],
+                        help='rows "BROADCAST/AGGREGATION" (default: identity/identity)')
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--clients", type=int, help="clients per round")
+    parser.add_argument("--client-lr", type=float)
+    parser.add_argument("--server-lr", type=float)
+    parser.add_argument("--momentum", type=float, nargs="+", default=[training.LONG_RUN["server_momentum"]],
+                        help="server momentum; several values train each row once per value")
+    parser.add_argument("--no-drop", action="store_true", help="keep the server learning rate constant")
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the client samples")
+    args = parser.parse_args()
+
+    train, test = data.load_emnist(only_digits=True, source="offline")
+    test_dataset = data.preprocess_test(test.create_tf_dataset_from_all_clients())
+    evaluate = training.keras_evaluator(model.create_original_fedavg_cnn_model, test_dataset)
+    model_fn = model.build_model_fn(only_digits=True)
+    results = []
+    for momentum in args.momentum:
+        settings = settings_from(args, momentum)
+        for broadcast, aggregation in args.rows:
+            name = frontier.row_name(broadcast, aggregation)
+            key = dict(settings, broadcast=broadcast, aggregation=aggregation, seed=args.seed,
+                       clients=len(train.client_ids), from_scratch=True)
+            key.update({f"revision {m}": frontier.REVISIONS[m] for m in (broadcast, aggregation)
+                        if m in frontier.REVISIONS})
+            history, _ = training.cached_history(
+                "scratch-" + name.replace("/", "+").replace(" ", "_"), key,
+                lambda: training.train_fed_avg(model_fn, frontier.encoder_fns(broadcast, aggregation),
+                                               settings, train, evaluate, name=name, verbose=False,
+                                               seed=args.seed))
+            curve = ", ".join(f"{e['round']}: {e['accuracy']:.2%}" for e in history.evals)
+            results.append(f"{name:55s} momentum {momentum}: {history.final_accuracy():.2%}  ({curve})")
+            print(results[-1], flush=True)
+    print("\nsettings:", {k: v for k, v in settings_from(args, None).items() if k != "server_momentum"})
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    main()
