@@ -121,6 +121,15 @@ def test_lossless_and_rotation_stages_invert_exactly():
                                               shape=tf.shape(ints)), ints)
 
 
+@pytest.mark.parametrize("d", [1, 2, 8, 1024])
+def test_hadamard_rows_matches_tfmot_and_inverts(d):
+    from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils
+    x = tf.random.normal([3, d], seed=4)
+    np.testing.assert_allclose(research_stages.hadamard_rows(x), tf_utils.fast_walsh_hadamard_transform(x),
+                               atol=1e-5)
+    np.testing.assert_allclose(research_stages.hadamard_rows(research_stages.hadamard_rows(x)), x, atol=1e-5)
+
+
 @pytest.mark.parametrize("shared_seed", [None, 5])
 def test_rotation_stage_inverts_and_draws_a_rotation_per_client_unless_shared(shared_seed):
     stage = research_stages.ClientRotationEncodingStage(shared_seed)
