@@ -42,12 +42,21 @@ def check_versions():
                            + ". Run `make lab` from the repository, which builds and uses .venv.")
 
 
+def _not_tfmot_bitpacking_notice(record):
+    """False for tfmot's notice that bit packing to 1-5 bits may use extra memory (b/161433177).
+
+    tfmot logs it each time such an encoder is traced, so a sweep would print it hundreds of times.
+    """
+    return "b/161433177" not in record.getMessage()
+
+
 def quiet_logs():
-    """Silence TensorFlow's and TFF's informational logging and deprecation warnings."""
+    """Silence TensorFlow's and TFF's informational logging, deprecation warnings and tfmot's bit packing notice."""
     import absl.logging
     import tensorflow as tf
     tf.get_logger().setLevel(logging.ERROR)
     absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger().addFilter(_not_tfmot_bitpacking_notice)  # added once, however often this runs
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
 

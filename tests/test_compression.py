@@ -189,3 +189,16 @@ def test_snapshots_save_the_model_after_those_rounds(model_fn, tmp_path):
     with pytest.raises(ValueError, match=r"snapshot rounds \[3\] are outside this run's rounds 1..2"):
         training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
                             clients_per_round=2, verbose=False, snapshots={3: tmp_path / "x.npz"})
+
+
+def test_tfmot_bitpacking_notice_is_silenced_and_other_warnings_are_not(caplog):
+    import logging
+    from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils
+    from helpers import setup
+    setup.quiet_logs()
+    setup.quiet_logs()  # twice: still one filter
+    assert logging.getLogger().filters.count(setup._not_tfmot_bitpacking_notice) == 1
+    with caplog.at_level(logging.WARNING):
+        tf_utils.pack_into_int(tf.zeros([56], tf.int32), 2, 28)  # tfmot warns here
+        logging.warning("another warning")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]
