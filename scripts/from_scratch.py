@@ -7,12 +7,13 @@ train; this script reproduces them. Settings start from the long run
 Each run is saved under ``outputs/runs/`` keyed by its settings, so asking
 again prints at once.
 
-    # notebook 06: one rotation per client against one shared rotation
+    # notebook 06: one rotation per client against one shared rotation; 8-bit both ways
     .venv/bin/python scripts/from_scratch.py --rounds 30 --clients 5 --no-drop --eval-every 10 \\
         --rows "identity/identity" "identity/rotated 1-bit sign (DRIVE)" \\
-               "identity/rotated 1-bit sign, one shared rotation"
-    # notebook 03: server momentum, 40 rounds
-    .venv/bin/python scripts/from_scratch.py --rounds 40 --no-drop --momentum 0 0.9
+               "identity/rotated 1-bit sign, one shared rotation" "uniform 8-bit/uniform 8-bit"
+    # notebook 03: plain FedAvg, 40 rounds; five local epochs, 30 rounds
+    .venv/bin/python scripts/from_scratch.py --rounds 40 --no-drop --server-lr 1.0 --momentum 0
+    .venv/bin/python scripts/from_scratch.py --rounds 30 --no-drop --client-epochs 5
 """
 import argparse
 
@@ -38,6 +39,7 @@ def settings_from(args, momentum):
     """The long run's settings with the command line's overrides."""
     settings = dict(training.LONG_RUN)
     for key, value in [("rounds", args.rounds), ("clients_per_round", args.clients),
+                       ("client_epochs", args.client_epochs),
                        ("client_lr", args.client_lr), ("server_lr", args.server_lr),
                        ("eval_every", args.eval_every)]:
         if value is not None:
@@ -54,6 +56,7 @@ def main():
                         help='rows "BROADCAST/AGGREGATION" (default: identity/identity)')
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--clients", type=int, help="clients per round")
+    parser.add_argument("--client-epochs", type=int, help="local epochs per round")
     parser.add_argument("--client-lr", type=float)
     parser.add_argument("--server-lr", type=float)
     parser.add_argument("--momentum", type=float, nargs="+", default=[training.LONG_RUN["server_momentum"]],
