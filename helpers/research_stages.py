@@ -133,8 +133,7 @@ class ClientRotationEncodingStage(_StatelessStage):
 
     def __init__(self, shared_seed=None):
         """``shared_seed=None``: each client its own rotation. An int: one rotation for every client
-        and round, which nobody needs to send (for comparison; the shared rotation's errors
-        do not cancel)."""
+        and round, which nobody needs to send (a comparison: its errors are alike across clients)."""
         if shared_seed is not None and (isinstance(shared_seed, bool) or not isinstance(shared_seed, int)):
             raise ValueError(f"shared_seed must be None or an int, got {shared_seed!r}.")
         self._shared_seed = shared_seed
@@ -158,7 +157,10 @@ class ClientRotationEncodingStage(_StatelessStage):
     def decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
         del decode_params, num_summands, shape  # unused
         rotated = encoded_tensors[self.ENCODED_VALUES_KEY]
-        seed = encoded_tensors.get(self.SEED_KEY, tf.constant([self._shared_seed or 0, 0], tf.int32))
+        if self._shared_seed is None:
+            seed = encoded_tensors[self.SEED_KEY]
+        else:
+            seed = tf.constant([self._shared_seed, 0], tf.int32)
         return hadamard_rows(rotated) * _signs(rotated.shape, seed, rotated.dtype)
 
 
