@@ -10,12 +10,22 @@ same clients of the offline data:
 - and once: seconds for plain Keras to train on the same clients' examples,
   and the ratio of the TFF baseline round to it;
 - and once more, identity and 8-bit in both directions with their rounds
-  interleaved, for the ratio of their round times.
+  interleaved (``--paired-rounds``, default 30), for the ratio of their round
+  times: the median over rounds of the 8-bit round's time over the identity
+  round's, with a 90% bootstrap interval. (Shared and virtual machines stall
+  for seconds at random; on the one this was written on, 12 rounds' totals of
+  two identical identity processes came out 15% apart. A few stalls do not move
+  the median of the paired ratios.) A third
+  process, 8-bit built with tfmot's own unpacking, shows what
+  ``helpers.fast_unpacking`` saves.
 
 Writes ``outputs/bench/results.json`` and ``outputs/bench/results.md``.
-``--rounds`` and ``--methods`` make a quicker run.
+``--rounds``, ``--paired-rounds`` and ``--methods`` make a quicker run, e.g.
+``--methods "uniform 8-bit" --rounds 1`` for little more than the comparison
+alone.
 """
 import argparse
+import contextlib
 import json
 import threading
 import time
@@ -28,7 +38,9 @@ setup.start()
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from helpers import compression, config, data, frontier, model, training  # noqa: E402
+from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils  # noqa: E402
+
+from helpers import compression, config, data, fast_unpacking, frontier, model, training  # noqa: E402
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
@@ -62,34 +74,70 @@ def build(broadcast, aggregation):
         server_momentum=settings["server_momentum"])
 
 
+def round_times(processes, client_sets):
+    """Seconds of every timed round, one list per process, after one warm-up round each.
+
+    The processes take turns on the same clients, in rotating order (1, 2, 3,
+    then 2, 3, 1, ...), so a change in the machine's load hits all of them alike.
+    """
+    states = [p.next(p.initialize(), client_sets[0]).state for p in processes]
+    times = [[] for _ in processes]
+    for r, datasets in enumerate(client_sets[1:]):
+        for i in np.roll(range(len(processes)), -r):
+            start = time.perf_counter()
+            states[i] = processes[i].next(states[i], datasets).state
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
 def round_seconds(broadcast, aggregation, client_sets):
     """(median seconds per round, peak MiB) of FedAvg with a sweep row's encoders."""
     process = build(broadcast, aggregation)
     with PeakMemory() as memory:
-        state = process.next(process.initialize(), client_sets[0]).state  # warm-up round
-        times = []
-        for datasets in client_sets[1:]:
-            start = time.perf_counter()
-            state = process.next(state, datasets).state
-            times.append(time.perf_counter() - start)
+        times, = round_times([process], client_sets)
     return float(np.median(times)), memory.mib
 
 
-def interleaved_round_seconds(rows, client_sets):
-    """Median seconds per round of each ``(broadcast, aggregation)`` row, their rounds interleaved.
+@contextlib.contextmanager
+def tfmot_unpacking():
+    """Processes built inside use tfmot's own 8-bit unpacking instead of ``helpers.fast_unpacking``."""
+    tf_utils.unpack_from_int = fast_unpacking.TFMOT_UNPACK
+    try:
+        yield
+    finally:
+        fast_unpacking.install()
 
-    Every row trains on the same clients, taking turns round by round (row 1,
-    row 2, row 1, ...), so a change in the machine's load hits all rows alike.
+
+def paired_comparison(client_sets):
+    """Identity against 8-bit both ways (with the course's and with tfmot's unpacking), rounds interleaved.
+
+    Returns a dict: every round's seconds, median seconds per round, and each
+    8-bit variant's time over the identity's, as the median over rounds of the
+    ratio in the same round (robust to the machine's stalls, which last seconds),
+    with a 90% bootstrap interval, and as the ratio of total times.
     """
-    processes = [build(*row) for row in rows]
-    states = [p.next(p.initialize(), client_sets[0]).state for p in processes]  # warm-up rounds
-    times = [[] for _ in rows]
-    for datasets in client_sets[1:]:
-        for i, process in enumerate(processes):
-            start = time.perf_counter()
-            states[i] = process.next(states[i], datasets).state
-            times[i].append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+    processes = [build(None, frontier.IDENTITY), build(*BOTH_WAYS)]
+    with tfmot_unpacking():
+        processes.append(build(*BOTH_WAYS))
+    identity, eight_bit, eight_bit_tfmot = (np.array(t) for t in round_times(processes, client_sets))
+    return dict(paired_rounds=len(identity), paired_round_seconds=dict(
+                    identity=identity.tolist(), eight_bit_both=eight_bit.tolist(),
+                    eight_bit_both_tfmot_unpacking=eight_bit_tfmot.tolist()),
+                paired_identity_round_s=float(np.median(identity)),
+                paired_eight_bit_both_round_s=float(np.median(eight_bit)),
+                paired_eight_bit_both_tfmot_unpacking_round_s=float(np.median(eight_bit_tfmot)),
+                eight_bit_both_over_identity=float(np.median(eight_bit / identity)),
+                eight_bit_both_over_identity_90pct=median_interval(eight_bit / identity),
+                eight_bit_both_over_identity_total_time=float(eight_bit.sum() / identity.sum()),
+                eight_bit_both_tfmot_unpacking_over_identity=float(np.median(eight_bit_tfmot / identity)),
+                eight_bit_both_tfmot_unpacking_over_identity_90pct=median_interval(eight_bit_tfmot / identity))
+
+
+def median_interval(ratios, resamples=2000):
+    """[5th, 95th] percentile of the median of ``ratios`` over bootstrap resamples of the rounds."""
+    rng = np.random.default_rng(config.SEED)
+    medians = np.median(rng.choice(ratios, (resamples, len(ratios))), axis=1)
+    return [float(np.percentile(medians, 5)), float(np.percentile(medians, 95))]
 
 
 def codec_seconds(method, clients=CLIENTS, repeats=3):
@@ -133,6 +181,10 @@ def keras_seconds(datasets):
     return time.perf_counter() - start
 
 
+def interval(bounds):
+    return f"{bounds[0]:.3f}-{bounds[1]:.3f}x"
+
+
 def markdown(rows, summary):
     lines = ["| broadcast | aggregation | s per round | vs identity | encode s per round | "
              "decode s per round | peak MiB |", "|---|---|---|---|---|---|---|"]
@@ -142,19 +194,29 @@ def markdown(rows, summary):
                      f"{r['peak_mib']:.0f} |")
     lines += ["", f"Plain Keras on the same examples: {summary['keras_same_examples_s']:.2f} s; "
               f"TFF identity round / Keras: {summary['tff_over_keras']:.2f}x.",
-              f"Interleaved, round by round on the same clients: identity "
-              f"{summary['interleaved_identity_round_s']:.2f} s, 8-bit both ways "
-              f"{summary['interleaved_eight_bit_both_round_s']:.2f} s per round: "
-              f"{summary['eight_bit_both_over_identity']:.3f}x."]
+              f"Interleaved, {summary['paired_rounds']} rounds on the same clients (median s per round): "
+              f"identity {summary['paired_identity_round_s']:.2f} s, 8-bit both ways "
+              f"{summary['paired_eight_bit_both_round_s']:.2f} s, the same with tfmot's own unpacking "
+              f"{summary['paired_eight_bit_both_tfmot_unpacking_round_s']:.2f} s.",
+              f"8-bit both ways / identity in the same round, median over the rounds: "
+              f"{summary['eight_bit_both_over_identity']:.3f}x "
+              f"(90% interval {interval(summary['eight_bit_both_over_identity_90pct'])}; "
+              f"total time {summary['eight_bit_both_over_identity_total_time']:.3f}x). "
+              f"With tfmot's own unpacking: {summary['eight_bit_both_tfmot_unpacking_over_identity']:.3f}x "
+              f"({interval(summary['eight_bit_both_tfmot_unpacking_over_identity_90pct'])})."]
     return "\n".join(lines) + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (after a warm-up)")
+    parser.add_argument("--paired-rounds", type=int, default=30,
+                        help="timed rounds of the interleaved identity / 8-bit comparison")
     parser.add_argument("--methods", nargs="*", default=list(frontier.METHODS),
                         help="methods to time on the aggregation (default: all)")
     args = parser.parse_args()
+    if args.rounds < 1 or args.paired_rounds < 1:
+        parser.error("--rounds and --paired-rounds must be at least 1")
     unknown = [m for m in args.methods if m not in frontier.METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(frontier.METHODS)}")
@@ -162,12 +224,12 @@ def main():
     train, _ = data.load_emnist(source="offline")
     rng = np.random.default_rng(config.SEED)
     client_sets = [data.make_federated_data(train, training.sample_clients(train.client_ids, CLIENTS, rng))
-                   for _ in range(args.rounds + 1)]
+                   for _ in range(max(args.rounds, args.paired_rounds) + 1)]
     configs = [(None, frontier.IDENTITY)] + [(None, m) for m in args.methods if m != frontier.IDENTITY]
     configs.append(BOTH_WAYS)
     rows = []
     for broadcast, aggregation in configs:
-        seconds, peak = round_seconds(broadcast, aggregation, client_sets)
+        seconds, peak = round_seconds(broadcast, aggregation, client_sets[:args.rounds + 1])
         try:
             encode_s, decode_s = codec_seconds(aggregation)
         except ValueError as error:  # e.g. variable-length output that tf.function cannot re-check
@@ -180,15 +242,11 @@ def main():
     identity = rows[0]["round_s"]
     for r in rows:
         r["round_vs_identity"] = r["round_s"] / identity
-    keras = float(np.median([keras_seconds(datasets) for datasets in client_sets[1:]]))
-    paired_identity, paired_eight_bit = interleaved_round_seconds([(None, frontier.IDENTITY), BOTH_WAYS],
-                                                                  client_sets)
+    keras = float(np.median([keras_seconds(datasets) for datasets in client_sets[1:args.rounds + 1]]))
+    paired = paired_comparison(client_sets[:args.paired_rounds + 1])
     summary = dict(clients_per_round=CLIENTS, timed_rounds=args.rounds, keras_same_examples_s=keras,
                    tff_identity_round_s=identity, tff_over_keras=identity / keras,
-                   interleaved_identity_round_s=paired_identity,
-                   interleaved_eight_bit_both_round_s=paired_eight_bit,
-                   eight_bit_both_over_identity=paired_eight_bit / paired_identity,
-                   peak_mib=max(r["peak_mib"] for r in rows))
+                   **paired, peak_mib=max(r["peak_mib"] for r in rows))
     folder = config.output_dir("bench")
     (folder / "results.json").write_text(json.dumps(dict(summary=summary, methods=rows), indent=1))
     (folder / "results.md").write_text(markdown(rows, summary))
