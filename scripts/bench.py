@@ -16,7 +16,10 @@ same clients of the offline data:
   for seconds at random, which moves the total time of a few rounds; a few
   stalls do not move the median of the paired ratios.) A third process, 8-bit
   built with tfmot's own unpacking, shows what ``helpers.fast_unpacking`` saves
-  in whole rounds, and the 8-bit decode is timed outside TFF with both.
+  in whole rounds, and the 8-bit decode is timed outside TFF with both. The
+  CPU seconds TFF's ``worker_binary`` spends on each of these rounds are
+  recorded too: the extra CPU seconds of an 8-bit round are the work the codec
+  adds.
 
 Writes ``outputs/bench/results.json`` and ``outputs/bench/results.md``.
 ``--rounds``, ``--paired-rounds`` and ``--methods`` make a quicker run, e.g.
@@ -26,6 +29,7 @@ alone.
 import argparse
 import contextlib
 import json
+import os
 import threading
 import time
 
@@ -39,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils  # noqa: E402
 
-from helpers import compression, config, data, fast_unpacking, frontier, model, training  # noqa: E402
+from helpers import compression, config, data, fast_unpacking, frontier, model, runtime, training  # noqa: E402
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
@@ -73,27 +77,34 @@ def build(broadcast, aggregation):
         server_momentum=settings["server_momentum"])
 
 
+def worker_cpu_seconds():
+    """CPU seconds (user + system, all threads) used so far by TFF's ``worker_binary``, which runs the rounds."""
+    times = [psutil.Process(pid).cpu_times() for pid in runtime.tff_worker_pids()]
+    return sum(t.user + t.system for t in times)
+
+
 def round_times(processes, client_sets):
-    """Seconds of every timed round, one list per process, after one warm-up round each.
+    """(wall seconds, worker CPU seconds) of every timed round, one list per process, after a warm-up round each.
 
     The processes take turns on the same clients, in rotating order (1, 2, 3,
     then 2, 3, 1, ...), so a change in the machine's load hits all of them alike.
     """
     states = [p.next(p.initialize(), client_sets[0]).state for p in processes]
-    times = [[] for _ in processes]
+    wall, cpu = [[] for _ in processes], [[] for _ in processes]
     for r, datasets in enumerate(client_sets[1:]):
         for i in np.roll(range(len(processes)), -r):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), worker_cpu_seconds()
             states[i] = processes[i].next(states[i], datasets).state
-            times[i].append(time.perf_counter() - start)
-    return times
+            wall[i].append(time.perf_counter() - start)
+            cpu[i].append(worker_cpu_seconds() - start_cpu)
+    return wall, cpu
 
 
 def round_seconds(broadcast, aggregation, client_sets):
     """(median seconds per round, peak MiB) of FedAvg with a sweep row's encoders."""
     process = build(broadcast, aggregation)
     with PeakMemory() as memory:
-        times, = round_times([process], client_sets)
+        (times,), _ = round_times([process], client_sets)
     return float(np.median(times)), memory.mib
 
 
@@ -118,10 +129,14 @@ def paired_comparison(client_sets):
     processes = [build(None, frontier.IDENTITY), build(*BOTH_WAYS)]
     with tfmot_unpacking():
         processes.append(build(*BOTH_WAYS))
-    identity, eight_bit, eight_bit_tfmot = (np.array(t) for t in round_times(processes, client_sets))
+    wall, cpu = round_times(processes, client_sets)
+    identity, eight_bit, eight_bit_tfmot = (np.array(t) for t in wall)
+    identity_cpu, eight_bit_cpu, _ = (np.array(t) for t in cpu)
     return dict(paired_rounds=len(identity), paired_round_seconds=dict(
                     identity=identity.tolist(), eight_bit_both=eight_bit.tolist(),
                     eight_bit_both_tfmot_unpacking=eight_bit_tfmot.tolist()),
+                paired_worker_cpu_seconds=dict(identity=identity_cpu.tolist(),
+                                               eight_bit_both=eight_bit_cpu.tolist()),
                 paired_identity_round_s=float(np.median(identity)),
                 paired_eight_bit_both_round_s=float(np.median(eight_bit)),
                 paired_eight_bit_both_tfmot_unpacking_round_s=float(np.median(eight_bit_tfmot)),
@@ -129,13 +144,18 @@ def paired_comparison(client_sets):
                 eight_bit_both_over_identity_90pct=median_interval(eight_bit / identity),
                 eight_bit_both_over_identity_total_time=float(eight_bit.sum() / identity.sum()),
                 eight_bit_both_tfmot_unpacking_over_identity=float(np.median(eight_bit_tfmot / identity)),
-                eight_bit_both_tfmot_unpacking_over_identity_90pct=median_interval(eight_bit_tfmot / identity))
+                eight_bit_both_tfmot_unpacking_over_identity_90pct=median_interval(eight_bit_tfmot / identity),
+                paired_identity_worker_cpu_s=float(np.median(identity_cpu)),
+                paired_eight_bit_both_worker_cpu_s=float(np.median(eight_bit_cpu)),
+                eight_bit_both_extra_worker_cpu_s=float(np.median(eight_bit_cpu - identity_cpu)),
+                eight_bit_both_extra_worker_cpu_s_90pct=median_interval(eight_bit_cpu - identity_cpu),
+                cpu_cores=len(os.sched_getaffinity(0)))
 
 
-def median_interval(ratios, resamples=2000):
-    """[5th, 95th] percentile of the median of ``ratios`` over bootstrap resamples of the rounds."""
+def median_interval(values, resamples=2000):
+    """[5th, 95th] percentile of the median of per-round ``values`` over bootstrap resamples of the rounds."""
     rng = np.random.default_rng(config.SEED)
-    medians = np.median(rng.choice(ratios, (resamples, len(ratios))), axis=1)
+    medians = np.median(rng.choice(values, (resamples, len(values))), axis=1)
     return [float(np.percentile(medians, 5)), float(np.percentile(medians, 95))]
 
 
@@ -203,6 +223,14 @@ def markdown(rows, summary):
               f"total time {summary['eight_bit_both_over_identity_total_time']:.3f}x). "
               f"With tfmot's own unpacking: {summary['eight_bit_both_tfmot_unpacking_over_identity']:.3f}x "
               f"({interval(summary['eight_bit_both_tfmot_unpacking_over_identity_90pct'])}).",
+              f"CPU seconds of TFF's worker per round (median): identity "
+              f"{summary['paired_identity_worker_cpu_s']:.2f}, 8-bit both ways "
+              f"{summary['paired_eight_bit_both_worker_cpu_s']:.2f}; 8-bit adds "
+              f"{summary['eight_bit_both_extra_worker_cpu_s']:.2f} CPU s in the same round "
+              f"(90% interval {summary['eight_bit_both_extra_worker_cpu_s_90pct'][0]:.2f}-"
+              f"{summary['eight_bit_both_extra_worker_cpu_s_90pct'][1]:.2f}): "
+              f"{summary['eight_bit_both_extra_worker_cpu_s'] / summary['cpu_cores']:.2f} s of wall time "
+              f"if spread evenly over {summary['cpu_cores']} cores.",
               f"8-bit decode of {CLIENTS} clients' updates outside TFF: {summary['eight_bit_decode_s']:.3f} s, "
               f"with tfmot's own unpacking {summary['eight_bit_decode_s_tfmot_unpacking']:.3f} s."]
     return "\n".join(lines) + "\n"
