@@ -59,6 +59,11 @@ def install():
     return True
 
 
+def uninstall():
+    """Put tfmot's own ``tf_utils.unpack_from_int`` back, e.g. to time it against :func:`install`'s."""
+    tf_utils.unpack_from_int = TFMOT_UNPACK
+
+
 def installed():
     """True if tfmot's bit-packing stage currently unpacks with :func:`unpack_from_int`."""
     return tf_utils.unpack_from_int is unpack_from_int

@@ -41,8 +41,6 @@ setup.start()
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils  # noqa: E402
-
 from helpers import compression, config, data, fast_unpacking, frontier, model, runtime, training  # noqa: E402
 
 CLIENTS = 10
@@ -111,7 +109,7 @@ def round_seconds(broadcast, aggregation, client_sets):
 @contextlib.contextmanager
 def tfmot_unpacking():
     """Processes built inside use tfmot's own 8-bit unpacking instead of ``helpers.fast_unpacking``."""
-    tf_utils.unpack_from_int = fast_unpacking.TFMOT_UNPACK
+    fast_unpacking.uninstall()
     try:
         yield
     finally:

@@ -56,7 +56,15 @@ def test_compression_installs_it_and_the_tutorial_encoder_decodes_as_before(monk
     x = tf.random.stateless_normal(spec.shape, seed=[1, 2])
     encoded, _ = encoder.encode(x, encode_params)
     ours = encoder.decode_before_sum(encoded, decode_params)
-    monkeypatch.setattr(tf_utils, "unpack_from_int", fast_unpacking.TFMOT_UNPACK)
-    assert not fast_unpacking.installed()
+    monkeypatch.setattr(tf_utils, "unpack_from_int", tf_utils.unpack_from_int)  # restored after the test
+    fast_unpacking.uninstall()
+    assert not fast_unpacking.installed() and tf_utils.unpack_from_int is fast_unpacking.TFMOT_UNPACK
     tfmot = encoder.decode_before_sum(encoded, decode_params)
     np.testing.assert_array_equal(tf.nest.flatten(ours)[0].numpy(), tf.nest.flatten(tfmot)[0].numpy())
+
+
+def test_install_after_uninstall_puts_it_back(monkeypatch):
+    monkeypatch.setattr(tf_utils, "unpack_from_int", tf_utils.unpack_from_int)  # restored after the test
+    fast_unpacking.uninstall()
+    assert not fast_unpacking.installed()
+    assert fast_unpacking.install() and fast_unpacking.installed()
