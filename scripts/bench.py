@@ -6,7 +6,8 @@ same clients of the offline data:
 - seconds per FedAvg round (median of the timed rounds, after a warm-up round);
 - seconds to encode and to decode one round's updates (every client encodes
   its update; the server decodes all of them), timed outside TFF;
-- peak resident memory of this process while that method's rounds ran (MiB);
+- peak resident memory while that method's rounds ran (MiB): of this Python
+  process, and of TFF's ``worker_binary``, started afresh for each method;
 - and once: seconds for plain Keras to train on the same clients' examples,
   and the ratio of the TFF baseline round to it;
 - and once more, identity and 8-bit in both directions with their rounds
@@ -40,6 +41,7 @@ from helpers import setup
 setup.start()
 import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tensorflow_federated as tff  # noqa: E402
 
 from helpers import compression, config, data, fast_unpacking, frontier, model, runtime, training  # noqa: E402
 
@@ -48,22 +50,45 @@ BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
 
 
 class PeakMemory:
-    """Context manager sampling this process's resident memory every 20 ms; ``.mib`` is the peak."""
+    """Context manager sampling resident memory every 20 ms: ``.python_mib`` (this process) and
+    ``.worker_mib`` (TFF's ``worker_binary``, which runs the rounds), each its peak in MiB."""
 
     def __enter__(self):
-        self._process, self._stop, self.mib = psutil.Process(), threading.Event(), 0.0
+        self._stop, self.python_mib, self.worker_mib = threading.Event(), 0.0, 0.0
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
     def _sample(self):
+        workers = []
         while not self._stop.is_set():
-            self.mib = max(self.mib, self._process.memory_info().rss / 2**20)
+            self.python_mib = max(self.python_mib, psutil.Process().memory_info().rss / 2**20)
+            workers = workers or runtime.tff_worker_pids()  # the worker starts with the first round
+            worker_mib = sum(_rss_mib(pid) for pid in workers)
+            self.worker_mib = max(self.worker_mib, worker_mib)
+            if not worker_mib:
+                workers = []
             self._stop.wait(0.02)
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def _rss_mib(pid):
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def fresh_tff_worker():
+    """Stop TFF's ``worker_binary`` and install a new execution context, which starts a new one.
+
+    A worker keeps the memory earlier computations used, so each method gets its own worker.
+    """
+    runtime.stop_tff_workers()
+    tff.backends.native.set_sync_local_cpp_execution_context()
 
 
 def build(broadcast, aggregation):
@@ -99,11 +124,12 @@ def round_times(processes, client_sets):
 
 
 def round_seconds(broadcast, aggregation, client_sets):
-    """(median seconds per round, peak MiB) of FedAvg with a sweep row's encoders."""
+    """(median seconds per round, :class:`PeakMemory`) of FedAvg with a sweep row's encoders, in a fresh worker."""
     process = build(broadcast, aggregation)
+    fresh_tff_worker()
     with PeakMemory() as memory:
         (times,), _ = round_times([process], client_sets)
-    return float(np.median(times)), memory.mib
+    return float(np.median(times)), memory
 
 
 @contextlib.contextmanager
@@ -204,11 +230,11 @@ def interval(bounds):
 
 def markdown(rows, summary):
     lines = ["| broadcast | aggregation | s per round | vs identity | encode s per round | "
-             "decode s per round | peak MiB |", "|---|---|---|---|---|---|---|"]
+             "decode s per round | peak MiB, Python | peak MiB, TFF worker |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['broadcast']} | {r['aggregation']} | {r['round_s']:.2f} | "
                      f"{r['round_vs_identity']:.2f}x | {r['encode_s']:.3f} | {r['decode_s']:.3f} | "
-                     f"{r['peak_mib']:.0f} |")
+                     f"{r['peak_mib']:.0f} | {r['worker_peak_mib']:.0f} |")
     lines += ["", f"Plain Keras on the same examples: {summary['keras_same_examples_s']:.2f} s; "
               f"TFF identity round / Keras: {summary['tff_over_keras']:.2f}x.",
               f"Interleaved, {summary['paired_rounds']} rounds on the same clients (median s per round): "
@@ -256,16 +282,18 @@ def main():
     configs.append(BOTH_WAYS)
     rows = []
     for broadcast, aggregation in configs:
-        seconds, peak = round_seconds(broadcast, aggregation, client_sets[:args.rounds + 1])
+        seconds, memory = round_seconds(broadcast, aggregation, client_sets[:args.rounds + 1])
         try:
             encode_s, decode_s = codec_seconds(aggregation)
         except ValueError as error:  # e.g. variable-length output that tf.function cannot re-check
             print(f"{aggregation}: encode/decode not timed outside TFF ({str(error).splitlines()[0]})")
             encode_s = decode_s = float("nan")
         rows.append(dict(broadcast=broadcast or frontier.IDENTITY, aggregation=aggregation,
-                         round_s=seconds, encode_s=encode_s, decode_s=decode_s, peak_mib=peak))
+                         round_s=seconds, encode_s=encode_s, decode_s=decode_s,
+                         peak_mib=memory.python_mib, worker_peak_mib=memory.worker_mib))
         print(f"{frontier.row_name(broadcast, aggregation):45s} {seconds:6.2f} s/round  "
-              f"encode {encode_s:6.3f} s  decode {decode_s:6.3f} s  peak {peak:6.0f} MiB", flush=True)
+              f"encode {encode_s:6.3f} s  decode {decode_s:6.3f} s  peak {memory.python_mib:6.0f} MiB Python, "
+              f"{memory.worker_mib:6.0f} MiB TFF worker", flush=True)
     identity = rows[0]["round_s"]
     for r in rows:
         r["round_vs_identity"] = r["round_s"] / identity
@@ -276,7 +304,8 @@ def main():
     paired["eight_bit_decode_s"] = rows[-1]["decode_s"]  # the 8-bit-both-ways row, timed above
     summary = dict(clients_per_round=CLIENTS, timed_rounds=args.rounds, keras_same_examples_s=keras,
                    tff_identity_round_s=identity, tff_over_keras=identity / keras,
-                   **paired, peak_mib=max(r["peak_mib"] for r in rows))
+                   **paired, peak_mib=max(r["peak_mib"] for r in rows),
+                   worker_peak_mib=max(r["worker_peak_mib"] for r in rows))
     folder = config.output_dir("bench")
     (folder / "results.json").write_text(json.dumps(dict(summary=summary, methods=rows), indent=1))
     (folder / "results.md").write_text(markdown(rows, summary))
