@@ -1,6 +1,6 @@
 # The course's commands. Each one creates the environment (.venv) if it is missing or stale.
 #   make course   run every notebook at full size, executed copies in outputs/notebooks/
-#   make test     the tests and every notebook in fast mode (COURSE_FAST=1) under nbval
+#   make test     `pytest --nbval`: the tests and every notebook in fast mode (conftest.py)
 #   make lab      JupyterLab on the notebooks
 #   make bench    speed figures, saved under outputs/bench/
 SHELL := /bin/bash
@@ -15,7 +15,7 @@ env:
 	@scripts/make_env.sh
 
 test: env
-	COURSE_FAST=1 COURSE_OUTPUT_DIR=$$(mktemp -d) $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -q
+	$(PY) -m pytest --nbval -q
 	@scripts/check_no_workers.sh
 
 course: env

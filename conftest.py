@@ -1,0 +1,73 @@
+"""How `pytest` and `pytest --nbval` run this course (the one configuration `make test` uses too).
+
+- Outside the course environment, pytest stops at once with one sentence saying what to do.
+- Notebooks run in fast mode (``COURSE_FAST=1``) unless the caller set ``COURSE_FAST``, headless
+  (``COURSE_HEADLESS=1``: plain-text progress, no TensorBoard) and with their outputs in a
+  temporary folder unless ``COURSE_OUTPUT_DIR`` is set. The kernel is this Python's own.
+- ``--browser`` adds the JupyterLab browser test (tests/browser/), which `make test-browser` runs.
+"""
+import importlib.util
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent
+SUPPORTED_PYTHONS = ((3, 9), (3, 11))
+
+
+def environment_problem():
+    """One sentence naming what is wrong with this Python for the course, or None if it is the course's."""
+    low, high = SUPPORTED_PYTHONS
+    version = ".".join(map(str, sys.version_info[:3]))
+    if not low <= sys.version_info[:2] <= high:
+        return f"this Python ({sys.executable}) is {version}, but the course needs 3.9-3.11"
+    missing = [name for name in ("tensorflow_federated", "nbval", "helpers")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"this Python ({sys.executable}) lacks {', '.join(missing)}"
+    return None
+
+
+_problem = environment_problem()
+if _problem:
+    sys.stderr.write(
+        f"pytest runs outside the course environment: {_problem}. Activate it with "
+        f"`source {ROOT / '.venv/bin/activate'}` (`make env` creates it), or run `make test`.\n")
+    raise SystemExit(4)  # pytest's code for a usage error; a bare exit avoids a wall of tracebacks
+
+os.environ.setdefault("COURSE_FAST", "1")
+os.environ.setdefault("COURSE_HEADLESS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+_TEMP_OUTPUT = None
+if not os.environ.get("COURSE_OUTPUT_DIR"):
+    _TEMP_OUTPUT = tempfile.mkdtemp(prefix="course-pytest-")
+    os.environ["COURSE_OUTPUT_DIR"] = _TEMP_OUTPUT
+
+FAST_CELL_TIMEOUT_SECONDS = 900
+
+
+def pytest_addoption(parser):
+    parser.addoption("--browser", action="store_true",
+                     help="also run the JupyterLab browser test in tests/browser/ (make test-browser)")
+
+
+def pytest_configure(config):
+    if config.getoption("nbval", False) or config.getoption("nbval_lax", False):
+        if not config.option.nbval_kernel_name:
+            config.option.nbval_current_env = True  # the kernel is this environment's Python
+        if config.option.nbval_cell_timeout == 2000 and os.environ["COURSE_FAST"] == "1":
+            config.option.nbval_cell_timeout = FAST_CELL_TIMEOUT_SECONDS  # nbval's default is 2000 s
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Skip the browser test unless ``--browser`` asks for it."""
+    if collection_path.name == "browser" and collection_path.parent == ROOT / "tests":
+        return None if config.getoption("browser") else True
+    return None
+
+
+def pytest_unconfigure(config):
+    if _TEMP_OUTPUT:
+        shutil.rmtree(_TEMP_OUTPUT, ignore_errors=True)
