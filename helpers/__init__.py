@@ -9,7 +9,6 @@ One module does one thing:
 - ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
 - ``helpers.sizing``      bits of tensors and how to print them
 - ``helpers.compression`` measured broadcast and mean processes built from encoders
-- ``helpers.fast_unpacking`` tfmot's unpacking of 8-bit values, twice as fast, same values
 - ``helpers.training``    run rounds, log them, keep a history
 - ``helpers.plotting``    the course's figures
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)

@@ -28,12 +28,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import fast_unpacking, sizing
+from helpers import sizing
 from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
-
-# The servers of these processes unpack every client's 8-bit update: do it in half the time,
-# with the same values (helpers/fast_unpacking.py says how).
-fast_unpacking.install()
 
 DEFAULT_THRESHOLD = 10_000
 

@@ -15,9 +15,7 @@ same clients of the offline data:
   times: the median over rounds of the 8-bit round's time over the identity
   round's, with a 90% bootstrap interval. (Shared and virtual machines stall
   for seconds at random, which moves the total time of a few rounds; a few
-  stalls do not move the median of the paired ratios.) A third process, 8-bit
-  built with tfmot's own unpacking, shows what ``helpers.fast_unpacking`` saves
-  in whole rounds, and the 8-bit decode is timed outside TFF with both. The
+  stalls do not move the median of the paired ratios.) The
   CPU seconds TFF's ``worker_binary`` spends on each of these rounds are
   recorded too: the extra CPU seconds of an 8-bit round are the work the codec
   adds.
@@ -28,7 +26,6 @@ Writes ``outputs/bench/results.json`` and ``outputs/bench/results.md``.
 alone.
 """
 import argparse
-import contextlib
 import json
 import os
 import threading
@@ -43,7 +40,7 @@ import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from helpers import compression, config, data, fast_unpacking, frontier, model, runtime, training  # noqa: E402
+from helpers import compression, config, data, frontier, model, runtime, training  # noqa: E402
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
@@ -132,18 +129,8 @@ def round_seconds(broadcast, aggregation, client_sets):
     return float(np.median(times)), memory
 
 
-@contextlib.contextmanager
-def tfmot_unpacking():
-    """Processes built inside use tfmot's own 8-bit unpacking instead of ``helpers.fast_unpacking``."""
-    fast_unpacking.uninstall()
-    try:
-        yield
-    finally:
-        fast_unpacking.install()
-
-
 def paired_comparison(client_sets):
-    """Identity against 8-bit both ways (with the course's and with tfmot's unpacking), rounds interleaved.
+    """Identity against 8-bit both ways, rounds interleaved.
 
     Returns a dict: every round's seconds, median seconds per round, and each
     8-bit variant's time over the identity's, as the median over rounds of the
@@ -151,24 +138,18 @@ def paired_comparison(client_sets):
     with a 90% bootstrap interval, and as the ratio of total times.
     """
     processes = [build(None, frontier.IDENTITY), build(*BOTH_WAYS)]
-    with tfmot_unpacking():
-        processes.append(build(*BOTH_WAYS))
     wall, cpu = round_times(processes, client_sets)
-    identity, eight_bit, eight_bit_tfmot = (np.array(t) for t in wall)
-    identity_cpu, eight_bit_cpu, _ = (np.array(t) for t in cpu)
+    identity, eight_bit = (np.array(t) for t in wall)
+    identity_cpu, eight_bit_cpu = (np.array(t) for t in cpu)
     return dict(paired_rounds=len(identity), paired_round_seconds=dict(
-                    identity=identity.tolist(), eight_bit_both=eight_bit.tolist(),
-                    eight_bit_both_tfmot_unpacking=eight_bit_tfmot.tolist()),
+                    identity=identity.tolist(), eight_bit_both=eight_bit.tolist()),
                 paired_worker_cpu_seconds=dict(identity=identity_cpu.tolist(),
                                                eight_bit_both=eight_bit_cpu.tolist()),
                 paired_identity_round_s=float(np.median(identity)),
                 paired_eight_bit_both_round_s=float(np.median(eight_bit)),
-                paired_eight_bit_both_tfmot_unpacking_round_s=float(np.median(eight_bit_tfmot)),
                 eight_bit_both_over_identity=float(np.median(eight_bit / identity)),
                 eight_bit_both_over_identity_90pct=median_interval(eight_bit / identity),
                 eight_bit_both_over_identity_total_time=float(eight_bit.sum() / identity.sum()),
-                eight_bit_both_tfmot_unpacking_over_identity=float(np.median(eight_bit_tfmot / identity)),
-                eight_bit_both_tfmot_unpacking_over_identity_90pct=median_interval(eight_bit_tfmot / identity),
                 paired_identity_worker_cpu_s=float(np.median(identity_cpu)),
                 paired_eight_bit_both_worker_cpu_s=float(np.median(eight_bit_cpu)),
                 eight_bit_both_extra_worker_cpu_s=float(np.median(eight_bit_cpu - identity_cpu)),
@@ -239,14 +220,11 @@ def markdown(rows, summary):
               f"TFF identity round / Keras: {summary['tff_over_keras']:.2f}x.",
               f"Interleaved, {summary['paired_rounds']} rounds on the same clients (median s per round): "
               f"identity {summary['paired_identity_round_s']:.2f} s, 8-bit both ways "
-              f"{summary['paired_eight_bit_both_round_s']:.2f} s, the same with tfmot's own unpacking "
-              f"{summary['paired_eight_bit_both_tfmot_unpacking_round_s']:.2f} s.",
+              f"{summary['paired_eight_bit_both_round_s']:.2f} s.",
               f"8-bit both ways / identity in the same round, median over the rounds: "
               f"{summary['eight_bit_both_over_identity']:.3f}x "
               f"(90% interval {interval(summary['eight_bit_both_over_identity_90pct'])}; "
-              f"total time {summary['eight_bit_both_over_identity_total_time']:.3f}x). "
-              f"With tfmot's own unpacking: {summary['eight_bit_both_tfmot_unpacking_over_identity']:.3f}x "
-              f"({interval(summary['eight_bit_both_tfmot_unpacking_over_identity_90pct'])}).",
+              f"total time {summary['eight_bit_both_over_identity_total_time']:.3f}x).",
               f"CPU seconds of TFF's worker per round (median): identity "
               f"{summary['paired_identity_worker_cpu_s']:.2f}, 8-bit both ways "
               f"{summary['paired_eight_bit_both_worker_cpu_s']:.2f}; 8-bit adds "
@@ -254,9 +232,7 @@ def markdown(rows, summary):
               f"(90% interval {summary['eight_bit_both_extra_worker_cpu_s_90pct'][0]:.2f}-"
               f"{summary['eight_bit_both_extra_worker_cpu_s_90pct'][1]:.2f}): "
               f"{summary['eight_bit_both_extra_worker_cpu_s'] / summary['cpu_cores']:.2f} s of wall time "
-              f"if spread evenly over {summary['cpu_cores']} cores.",
-              f"8-bit decode of {CLIENTS} clients' updates outside TFF: {summary['eight_bit_decode_s']:.3f} s, "
-              f"with tfmot's own unpacking {summary['eight_bit_decode_s_tfmot_unpacking']:.3f} s."]
+              f"if spread evenly over {summary['cpu_cores']} cores."]
     return "\n".join(lines) + "\n"
 
 
@@ -299,9 +275,6 @@ def main():
         r["round_vs_identity"] = r["round_s"] / identity
     keras = float(np.median([keras_seconds(datasets) for datasets in client_sets[1:args.rounds + 1]]))
     paired = paired_comparison(client_sets[:args.paired_rounds + 1])
-    with tfmot_unpacking():
-        paired["eight_bit_decode_s_tfmot_unpacking"] = codec_seconds("uniform 8-bit")[1]
-    paired["eight_bit_decode_s"] = rows[-1]["decode_s"]  # the 8-bit-both-ways row, timed above
     summary = dict(clients_per_round=CLIENTS, timed_rounds=args.rounds, keras_same_examples_s=keras,
                    tff_identity_round_s=identity, tff_over_keras=identity / keras,
                    **paired, peak_mib=max(r["peak_mib"] for r in rows),

@@ -1,0 +1,45 @@
+"""Importing the helpers leaves tfmot's tensor_encoding code exactly as tfmot shipped it."""
+import json
+import subprocess
+import sys
+import textwrap
+
+# Runs in a fresh interpreter: nothing this test session imported can hide a patch.
+SNAPSHOT_THEN_IMPORT_HELPERS = textwrap.dedent("""
+    import importlib, inspect, json, pkgutil, sys
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding
+
+    modules = [importlib.import_module(m.name) for m in
+               pkgutil.walk_packages(tensor_encoding.__path__, tensor_encoding.__name__ + ".")
+               if not m.name.endswith("_test")]
+
+    def functions(module):
+        found = {}
+        for name, value in vars(module).items():
+            if inspect.isroutine(value):
+                found[name] = value
+            elif inspect.isclass(value) and value.__module__ == module.__name__:
+                found.update({f"{name}.{k}": v for k, v in vars(value).items() if inspect.isroutine(v)})
+        return found
+
+    before = {m.__name__: functions(m) for m in modules}
+    import helpers
+    for m in pkgutil.iter_modules(helpers.__path__):
+        importlib.import_module("helpers." + m.name)
+    changed = sorted(f"{module}.{name}" for module, found in before.items()
+                     for name, value in found.items()
+                     if functions(sys.modules[module]).get(name) is not value)
+    print(json.dumps(dict(modules=len(modules), functions=sum(map(len, before.values())),
+                          helpers=sorted(m.name for m in pkgutil.iter_modules(helpers.__path__)),
+                          changed=changed)))
+""")
+
+
+def test_importing_every_helpers_module_changes_no_tfmot_function():
+    result = subprocess.run([sys.executable, "-c", SNAPSHOT_THEN_IMPORT_HELPERS],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["modules"] >= 10 and report["functions"] >= 100  # the walk really saw tfmot's code
+    assert {"compression", "stages", "research_stages", "exercises"} <= set(report["helpers"])
+    assert report["changed"] == []
