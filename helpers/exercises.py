@@ -62,8 +62,6 @@ _DECORATED = ("TFStyleEncodingStage", "TFStyleAdaptiveEncodingStage")
 _PROPERTIES = ("name", "compressible_tensors_keys", "commutes_with_sum", "decode_needs_input_shape")
 _ADAPTIVE_PROPERTIES = ("state_update_aggregation_modes",)
 
-PACKED_8BIT_BITS_PER_VALUE = 32 / 28 * 8  # tfmot's BitpackingEncodingStage(8): 9.14 bits a value
-
 
 class CheckResult(collections.namedtuple("CheckResult", ["kind", "status", "message"])):
     """What :func:`evaluate` found: ``status`` is "passed", "not attempted" or "failed"."""
@@ -817,37 +815,17 @@ def _check_encoder(encoder, kind, what):
 
 # ---------------------------------------------------------------- figures --
 
-def digits_dataset(num_examples=100, seed=0, batch_size=20):
-    """``num_examples`` scikit-learn digits at 28x28 (EMNIST convention: 1.0 = background) as batches.
-
-    A small, self-contained stand-in for one client's data: each 8x8 digit is
-    upsampled to 28x28 with bilinear interpolation and inverted. Yields
-    ``(x [b, 28, 28, 1] float32, y [b] int32)``.
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(len(digits.images), size=num_examples, replace=False)
-    ink = digits.images[picked].astype(np.float32) / 16.0
-    images = tf.image.resize(ink[..., None], (28, 28), method="bilinear").numpy()
-    x = 1.0 - np.clip(images, 0.0, 1.0)
-    y = digits.target[picked].astype(np.int32)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-
-
-def client_update(dataset=None, epochs=1, learning_rate=0.02, seed=0):
+def client_update(dataset, epochs=1, learning_rate=0.02, seed=0):
     """A real client update of the FedAvg CNN: weights after minus before local SGD.
 
     Builds the CNN (:func:`helpers.model.create_original_fedavg_cnn_model`)
     with seed ``seed``, trains it with Keras SGD (the FedAvg client's learning
-    rate 0.02) for ``epochs`` passes over ``dataset`` (default:
-    :func:`digits_dataset`, 100 examples in 5 batches) and returns an
-    ``OrderedDict`` from variable name to the update (numpy float32).
+    rate 0.02) for ``epochs`` passes over ``dataset`` (batches of ``(x, y)``,
+    e.g. one client's preprocessed data) and returns an ``OrderedDict`` from
+    variable name to the update (numpy float32).
     """
     from helpers import model as course_model
 
-    dataset = digits_dataset(seed=seed) if dataset is None else dataset
     tf.keras.utils.set_random_seed(seed)
     keras_model = course_model.compile_for_keras(course_model.create_original_fedavg_cnn_model(),
                                                  learning_rate)

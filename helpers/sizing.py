@@ -76,8 +76,3 @@ def format_bits(bits, digits=2):
     if unit == 0:
         return f"{int(bits)} bit"
     return f"{bits:.{digits}f} {_UNITS[unit]}"
-
-
-def mibit(bits):
-    """Bits expressed in Mibit (2**20 bits), as a float."""
-    return float(bits) / 2**20

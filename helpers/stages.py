@@ -37,7 +37,7 @@ __all__ = [
     "Float16EncodingStage", "NonUniformQuantizationEncodingStage", "HuffmanEncodingStage",
     "AdaptiveRangeQuantizationEncodingStage",
     "float16_encoder", "non_uniform_quantization_encoder", "huffman_encoder",
-    "adaptive_quantization_encoder", "uniform_then_bitpacking_encoder",
+    "adaptive_quantization_encoder",
     "companded_levels", "nearest_level", "huffman_code_lengths", "canonical_code", "huffman_pack", "huffman_unpack",
     "adaptive_ranges",
 ]
@@ -613,11 +613,6 @@ def adaptive_quantization_encoder(bits=8, stage_cls=AdaptiveRangeQuantizationEnc
     return _flatten_then(
         te.core.EncoderComposer(te.stages.BitpackingEncodingStage(bits))
         .add_parent(stage_cls(bits=bits, **kwargs), stage_cls.ENCODED_VALUES_KEY)).make()
-
-
-def uniform_then_bitpacking_encoder(bits=8):
-    """``te.core.Encoder``: tfmot's own uniform quantization (flatten -> quantize -> bitpack)."""
-    return te.encoders.uniform_quantization(bits)
 
 
 # ------------------------------------------------- reading adaptive state --

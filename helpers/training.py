@@ -77,11 +77,6 @@ class History:
         """Bits of ``key`` (``broadcast_bits`` or ``aggregated_bits``) summed over all rounds."""
         return int(sum(r[key] for r in self.rounds))
 
-    def to_frame(self):
-        """The round records as a ``pandas.DataFrame`` indexed by round."""
-        import pandas as pd
-        return pd.DataFrame(self.rounds).set_index("round")
-
     def save(self, path):
         """Write the history as JSON to ``path``; returns the path."""
         path = pathlib.Path(path)
