@@ -13,6 +13,8 @@ import shutil
 import sys
 import tempfile
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent
 SUPPORTED_PYTHONS = ((3, 9), (3, 11))
 
@@ -66,6 +68,21 @@ def pytest_ignore_collect(collection_path, config):
     if collection_path.name == "browser" and collection_path.parent == ROOT / "tests":
         return None if config.getoption("browser") else True
     return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """After each notebook cell under nbval: every figure must be an image, and nothing goes to stderr."""
+    yield
+    outputs = getattr(item, "test_outputs", None) or []
+    for output in outputs:
+        data = output.get("data", {})
+        if "image/png" not in data and str(data.get("text/plain", "")).startswith("<Figure size"):
+            raise AssertionError(f"{item.name}: a figure came out as the text {data['text/plain']!r}, "
+                                 "not an image (is helpers.setup.start() the first cell?)")
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            raise AssertionError(f"{item.name} wrote to stderr, which a student sees as a pink warning "
+                                 f"box:\n{output.get('text', '')[:2000]}")
 
 
 def pytest_unconfigure(config):

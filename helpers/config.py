@@ -49,9 +49,11 @@ def output_dir(*parts: str) -> pathlib.Path:
     return path
 
 
-def interactive() -> bool:
-    """False in fast mode and in headless runs (``COURSE_HEADLESS=1``, set by ``make course``).
+def headless() -> bool:
+    """True when nobody watches the notebooks run (``COURSE_HEADLESS=1``: ``make course``, ``pytest --nbval``)."""
+    return os.environ.get("COURSE_HEADLESS", "").strip().lower() in _TRUE
 
-    Notebooks open TensorBoard only when this is True.
-    """
-    return not fast_mode() and os.environ.get("COURSE_HEADLESS", "") not in _TRUE
+
+def interactive() -> bool:
+    """False in fast mode and in headless runs. Notebooks open TensorBoard only when this is True."""
+    return not fast_mode() and not headless()

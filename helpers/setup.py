@@ -5,7 +5,7 @@ sentence when the environment is not the one the course was built for.
 """
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: hides its CUDA-plugin noise
 
 import importlib.metadata  # noqa: E402
 import logging  # noqa: E402
@@ -70,11 +70,27 @@ def seed_everything(seed=config.SEED):
     tf.random.set_seed(seed)
 
 
+def show_figures_inline():
+    """In a Jupyter kernel, render matplotlib figures as images from the first one on.
+
+    Without this, the first figure of a notebook comes out as the text ``<Figure size ...>``
+    with this set of packages (IPython 9, ipykernel 6, matplotlib 3.8). Outside Jupyter it does nothing.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "kernel"):
+        shell.run_line_magic("matplotlib", "inline")
+
+
 def start(seed=config.SEED):
     """Check, quiet, seed and print one status line; returns True in fast mode."""
     check_versions()
     quiet_logs()
     seed_everything(seed)
+    show_figures_inline()
     import nest_asyncio
     nest_asyncio.apply()  # TFF's synchronous calls inside Jupyter's event loop
     fast = config.fast_mode()

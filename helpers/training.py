@@ -15,10 +15,9 @@ import time
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from tqdm.std import tqdm
 
 from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
-from helpers import compression, config, data, sizing
+from helpers import compression, config, data, progress, sizing
 
 BITS_KEYS = ("broadcast_bits", "aggregated_bits")
 
@@ -186,8 +185,9 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
                                  seed=seed))
     writer = tf.summary.create_file_writer(str(logdir)) if logdir else None
     state = process.initialize() if state is None else state
-    bar = tqdm(range(1, num_rounds + 1), desc=name, unit="round", disable=not verbose,
-               leave=False, mininterval=1.0)
+    rounds = range(1, num_rounds + 1)
+    bar = progress.progress_bar(rounds, desc=name, unit="round") if verbose else rounds
+    started = time.perf_counter()
     for round_num in bar:
         clients = sample_clients(client_ids, clients_per_round, rng)
         datasets = client_datasets_fn(clients)
@@ -199,7 +199,7 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
                                history.rounds[-1] if history.rounds else None)
         history.rounds.append(record)
         if verbose:
-            bar.write(format_round(record))
+            print(f"{format_round(record)}  [{progress.time_left(started, round_num, num_rounds)}]")
         if writer:
             _write_scalars(writer, round_num, {k: v for k, v in record.items() if k != "round"})
         if round_num in snapshots:
@@ -209,11 +209,12 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
             result = dict(evaluate_fn(process.get_model_weights(state)), round=round_num)
             history.evals.append(result)
             if verbose:
-                bar.write(f"          test: loss={result['loss']:.4f}, accuracy={result['accuracy']:.4f}")
+                print(f"          test: loss={result['loss']:.4f}, accuracy={result['accuracy']:.4f}")
             if writer:
                 _write_scalars(writer, round_num, {"test/" + k: v for k, v in result.items()
                                                    if k != "round"})
-    bar.close()
+    if verbose:
+        bar.close()
     if writer:
         writer.close()
     return state, history
