@@ -14,10 +14,32 @@ import warnings  # noqa: E402
 
 from helpers import config  # noqa: E402
 
+
+def _pinned_prefix(name, lock_input):
+    """The version prefix that ``name==X.Y.*`` or ``name==X.Y.Z`` in a lock input of the repository allows.
+
+    The bounds live only in requirements.in and requirements-tff.in (README: "Why the environment is
+    installed in two steps"); this check reads them from there instead of repeating them.
+    """
+    import pathlib
+    import re
+    path = pathlib.Path(__file__).resolve().parent.parent / lock_input
+    try:
+        text = path.read_text()
+    except OSError:
+        raise RuntimeError(f"{path} is missing: the course helpers must be installed from a clone of the "
+                           "repository (`pip install --no-deps -e .`), which holds the version bounds.") from None
+    for line in text.splitlines():
+        match = re.match(rf"\s*{re.escape(name)}\s*==\s*([0-9][0-9.]*?)(\.\*)?\s*(#|$)", line)
+        if match:
+            return match.group(1) + ("." if match.group(2) else "")
+    raise RuntimeError(f"{path} has no line `{name}==<version>`; restore it (git checkout {lock_input}).")
+
+
 EXPECTED = {
-    "tensorflow-federated": "0.87.0",
-    "tensorflow-model-optimization": "0.7.5",
-    "tensorflow": "2.14.",
+    "tensorflow-federated": _pinned_prefix("tensorflow-federated", "requirements-tff.in"),
+    "tensorflow-model-optimization": _pinned_prefix("tensorflow-model-optimization", "requirements.in"),
+    "tensorflow": _pinned_prefix("tensorflow", "requirements.in"),
 }
 
 
