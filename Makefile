@@ -8,6 +8,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# A fresh mark for each run of test, course and bench: the processes they start inherit it, and
+# scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
+test course bench: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
 .PHONY: env course test lab bench exercises clean-env
 
