@@ -13,11 +13,14 @@ SETUP_SOURCE = '''\
 # Setup: the runtime, the versions, fast mode and the seed (README: "Running the course").
 import sys
 if not (3, 9) <= sys.version_info[:2] <= (3, 11):
-    where = "Colab" if "google.colab" in sys.modules else "This kernel"
+    colab = "google.colab" in sys.modules
     raise SystemExit(
-        f"{where} runs Python {sys.version.split()[0]}, but TensorFlow Federated 0.87 needs 3.9-3.11. "
-        "Run the course locally with `make lab`, or connect Colab to a local runtime started "
-        "from this repository (README, section Colab).")
+        f"{'Colab' if colab else 'This kernel'} runs Python {sys.version.split()[0]}, but TensorFlow Federated 0.87 "
+        "installs only on Python 3.9-3.11. " + (
+            "If Runtime > Change runtime type still offers a Python 3.11 runtime version, pick it; otherwise "
+            "open the course on Binder or Codespaces, or connect Colab to a local runtime (README, section Colab)."
+            if colab else "Run `make lab` in the repository (it builds .venv with Python 3.11), or open the "
+            "course on Binder or Codespaces (README)."))
 try:
     from helpers import setup
 except ModuleNotFoundError:
