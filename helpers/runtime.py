@@ -4,6 +4,14 @@ TFF runs every computation in a child process called ``worker_binary``. That
 child survives the Python process that started it, keeps its pipes open, and so
 makes ``python script.py | cat``, nbval and CI wait forever. Importing this
 module registers an exit hook that stops every such child of this process.
+
+It also applies ``COURSE_WORKERS`` (see :mod:`helpers.workers`): every
+notebook, script and test helper imports this module through
+``helpers.training`` or ``helpers.compression``, so setting that variable
+before Python starts moves every round onto those workers. The workers that
+:mod:`helpers.workers` starts are not "TFF's own" helper process:
+:func:`tff_worker_pids` and :func:`stop_tff_workers` leave them alone unless
+asked (``scale_out=True``), and the exit hook stops them too.
 """
 import atexit
 import gc
@@ -14,24 +22,41 @@ import time
 import psutil
 
 _WORKER_NAME = "worker_binary"
+_SCALE_OUT_PIDS = set()  # workers started by helpers.workers, which stops them itself
 
 
-def tff_worker_pids(parent_pid=None):
-    """PIDs of TFF ``worker_binary`` processes started by ``parent_pid`` (default: this process)."""
+def register_scale_out_worker(pid):
+    """Mark ``pid`` as a worker started by :mod:`helpers.workers` (skipped unless ``scale_out=True``)."""
+    _SCALE_OUT_PIDS.add(pid)
+
+
+def forget_scale_out_worker(pid):
+    """Undo :func:`register_scale_out_worker` once that worker has stopped."""
+    _SCALE_OUT_PIDS.discard(pid)
+
+
+def tff_worker_pids(parent_pid=None, scale_out=False):
+    """PIDs of TFF ``worker_binary`` processes started by ``parent_pid`` (default: this process).
+
+    The workers :mod:`helpers.workers` started are included only with ``scale_out=True``.
+    """
     parent = psutil.Process(parent_pid or os.getpid())
     pids = []
     for child in parent.children(recursive=True):
         try:
-            if _WORKER_NAME in " ".join(child.cmdline()):
+            if _WORKER_NAME in " ".join(child.cmdline()) and (scale_out or child.pid not in _SCALE_OUT_PIDS):
                 pids.append(child.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return pids
 
 
-def stop_tff_workers(timeout_seconds=5.0):
-    """Stop this process's TFF workers (SIGINT, then SIGKILL); returns how many were stopped."""
-    pids = tff_worker_pids()
+def stop_tff_workers(timeout_seconds=5.0, scale_out=False):
+    """Stop this process's TFF workers (SIGINT, then SIGKILL); returns how many were stopped.
+
+    ``scale_out=True`` also stops the workers :mod:`helpers.workers` started.
+    """
+    pids = tff_worker_pids(scale_out=scale_out)
     for pid in pids:
         _signal(pid, signal.SIGINT)
     deadline = time.monotonic() + timeout_seconds
@@ -72,4 +97,13 @@ def _is_zombie(pid):
         return False
 
 
-atexit.register(stop_tff_workers)
+def _stop_all_at_exit():
+    stop_tff_workers(scale_out=True)
+
+
+atexit.register(_stop_all_at_exit)
+
+# Last, so that helpers.workers can import this module's functions: apply COURSE_WORKERS.
+from helpers import workers as _workers  # noqa: E402
+
+_workers.apply_environment()

@@ -37,6 +37,7 @@ as the Python process (they also die with it if it is killed) and use free
 ports picked at start; keep the machine's firewall closed to them. The README
 section "Scaling out" says how to keep remote workers private.
 """
+import asyncio
 import atexit
 import collections
 import contextlib
@@ -184,11 +185,19 @@ class LocalWorker:
         return self.process.poll()
 
     def log_tail(self, lines=5):
+        """`` Its last output: ...`` (the log's last ``lines`` lines), or "" if it printed nothing."""
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
-        return "\n".join(text[-lines:])
+        return " Its last output:\n" + "\n".join(text[-lines:]) if text else ""
+
+    def how_it_ended(self):
+        """``exited with code 1`` or ``was killed by signal 9`` (None while running)."""
+        code = self.exit_code()
+        if code is None:
+            return None
+        return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
     def stop(self, timeout_seconds=5.0):
         """SIGINT, then SIGKILL after ``timeout_seconds``; reaps the process and removes its log."""
@@ -246,8 +255,8 @@ def _wait_local_ready(worker, deadline, timeout):
         while True:
             if worker.exit_code() is not None:
                 raise WorkerUnavailableError(
-                    f"the local TFF worker for {worker.address} exited with code {worker.exit_code()} "
-                    f"while starting. Its last output:\n{worker.log_tail()}")
+                    f"the local TFF worker for {worker.address} {worker.how_it_ended()} while "
+                    f"starting.{worker.log_tail()}")
             try:
                 ready.result(timeout=0.25)
                 return
@@ -255,7 +264,7 @@ def _wait_local_ready(worker, deadline, timeout):
                 if time.monotonic() > deadline:
                     raise WorkerUnavailableError(
                         f"the local TFF worker for {worker.address} did not answer within {timeout:.0f} s "
-                        f"of starting (machine overloaded?). Its last output:\n{worker.log_tail()}") from None
+                        f"of starting (machine overloaded?).{worker.log_tail()}") from None
     finally:
         channel.close()
 
@@ -354,9 +363,9 @@ def _make_bounded_stub_class():
             detail = f"{method}: {getattr(error, 'code', lambda: '')()} {getattr(error, 'details', lambda: '')()}"
             if self._local is not None and self._local.exit_code() is not None:
                 return WorkerUnavailableError(
-                    f"the local TFF worker at {self.address} (pid {self._local.process.pid}) exited with "
-                    f"code {self._local.exit_code()} during a round ({detail.strip()}). Its last output:\n"
-                    f"{self._local.log_tail()}")
+                    f"the local TFF worker at {self.address} (pid {self._local.process.pid}) "
+                    f"{self._local.how_it_ended()}, so this computation cannot finish ({detail.strip()}). "
+                    f"Start the workers again (use_workers / COURSE_WORKERS).{self._local.log_tail()}")
             if self._failures > self._max_retries:
                 return WorkerUnavailableError(
                     f"the TFF worker at {self.address} failed {self._failures} times in a row "
@@ -423,7 +432,14 @@ def _make_context_classes():
 
         async def invoke(self, comp, arg):
             self._group.note_slice(self.stub.address, comp, arg, cardinalities_utils)
-            return await self._runner.await_coro_and_return_result(self._inner.invoke(comp, arg))
+            try:
+                return await self._runner.await_coro_and_return_result(self._inner.invoke(comp, arg))
+            except Exception:
+                if self._group.closed:
+                    # The workers were released while this slice still ran (after another
+                    # worker's error, or Ctrl-C): nobody waits for it, so end it quietly.
+                    raise asyncio.CancelledError() from None
+                raise
 
     class GroupContext(tff.framework.SyncContext):
         """TFF's mergeable context over the workers, recording each call's split, time and bytes."""
@@ -454,6 +470,7 @@ class Workers:
         import tensorflow_federated as tff
 
         parsed = parse_spec(spec)
+        self.closed = False
         self.local = start_local_workers(parsed, concurrency) if isinstance(parsed, int) else []
         try:
             self.addresses = [w.address for w in self.local] or parsed
@@ -537,6 +554,7 @@ class Workers:
 
     def close(self):
         """Stop the local workers this object started and close its channels."""
+        self.closed = True
         for channel in getattr(self, "_channels", []):
             channel.close()
         for worker in getattr(self, "local", []):
