@@ -14,6 +14,10 @@ import pathlib
 
 SEED = 0
 
+# The Jupyter kernel `make env` installs into .venv, and that every notebook's metadata names.
+KERNEL_NAME = "fl-compression-course"
+KERNEL_DISPLAY_NAME = "FL compression course (Python 3.11)"
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 

@@ -1,13 +1,16 @@
 """The cells every notebook shares, and a check that they have not drifted.
 
 ``python scripts/notebook_cells.py`` rewrites the setup cell of every notebook
-from SETUP_SOURCE; ``--check`` exits 1 if any notebook differs (a test runs it).
-Notebooks mark the cell with the tag ``setup``.
+from SETUP_SOURCE and its kernel metadata from KERNELSPEC (the course's kernel,
+so JupyterLab starts it under the course's name); ``--check`` exits 1 if any
+notebook differs (a test runs it). Notebooks mark the cell with the tag ``setup``.
 """
 import pathlib
 import sys
 
 import nbformat
+
+from helpers import config
 
 SETUP_SOURCE = '''\
 # Setup: the runtime, the versions, fast mode and the seed (README: "Running the course").
@@ -28,6 +31,8 @@ except ModuleNotFoundError:
                      "repository (or `pip install -e .` in this environment), then reopen the notebook.") from None
 FAST = setup.start()'''
 
+KERNELSPEC = {"display_name": config.KERNEL_DISPLAY_NAME, "language": "python", "name": config.KERNEL_NAME}
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -47,10 +52,14 @@ def main(check):
         if len(cells) != 1:
             stale.append(f"{path.relative_to(ROOT)}: {len(cells)} cells tagged 'setup' (expected 1)")
             continue
-        if cells[0].source != SETUP_SOURCE:
-            stale.append(f"{path.relative_to(ROOT)}: setup cell differs")
+        differs = [what for what, same in [("setup cell", cells[0].source == SETUP_SOURCE),
+                                            ("kernelspec", nb.metadata.get("kernelspec") == KERNELSPEC)]
+                   if not same]
+        if differs:
+            stale.append(f"{path.relative_to(ROOT)}: {' and '.join(differs)} differ")
             if not check:
                 cells[0].source = SETUP_SOURCE
+                nb.metadata["kernelspec"] = KERNELSPEC
                 nbformat.write(nb, path)
     if check and stale:
         print("\n".join(stale) + "\nRun `python scripts/notebook_cells.py` to rewrite them.")
