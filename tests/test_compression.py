@@ -1,4 +1,9 @@
-"""The measured processes: exact bits from real rounds, decode error, bad encoders."""
+"""The measured processes: exact bits from real rounds, decode error, bad encoders, TFF's own encoded mean.
+
+Building a FedAvg process of the full CNN is the expensive part, so the module
+builds three and shares them: identity, the seed's 8-bit policy both ways, and
+8-bit on the broadcast only.
+"""
 import collections
 
 import numpy as np
@@ -25,40 +30,55 @@ def datasets():
     return client_datasets(CLIENTS)
 
 
-def one_round(model_fn, encoders, datasets):
-    process = compression.build_fed_avg(model_fn, encoders)
+@pytest.fixture(scope="module")
+def identity_process(model_fn):
+    return compression.build_fed_avg(model_fn, compression.identity())
+
+
+@pytest.fixture(scope="module")
+def eight_bit_process(model_fn):
+    return compression.build_fed_avg(model_fn, compression.uniform_quantization(8))
+
+
+def one_round(process, datasets):
+    """(broadcast bits, aggregated bits) of one round of ``process`` from its initial state."""
     output = process.next(process.initialize(), datasets)
     return output.metrics["distributor"]["broadcast_bits"], output.metrics["aggregator"]["aggregated_bits"]
 
 
-def test_identity_round_sends_the_whole_model_each_way(model_fn, datasets):
-    broadcast, aggregated = one_round(model_fn, compression.identity(), datasets)
+@pytest.fixture(scope="module")
+def identity_round(identity_process, datasets):
+    return one_round(identity_process, datasets)
+
+
+@pytest.fixture(scope="module")
+def eight_bit_round(eight_bit_process, datasets):
+    return one_round(eight_bit_process, datasets)
+
+
+def test_identity_round_sends_the_whole_model_each_way(identity_round):
+    broadcast, aggregated = identity_round
     assert broadcast == CLIENTS * IDENTITY_BITS
     assert aggregated == CLIENTS * IDENTITY_BITS
     assert sizing.format_bits(broadcast) == "507.62 Mibit"
 
 
-def test_eight_bit_policy_round(model_fn, datasets):
-    broadcast, aggregated = one_round(model_fn, compression.uniform_quantization(8), datasets)
+def test_eight_bit_policy_round(eight_bit_round, identity_round):
+    broadcast, aggregated = eight_bit_round
     assert broadcast == CLIENTS * EIGHT_BIT_BITS
     assert aggregated == CLIENTS * EIGHT_BIT_BITS
     assert sizing.format_bits(aggregated) == "146.46 Mibit"
-    assert round(IDENTITY_BITS / EIGHT_BIT_BITS, 2) == 3.47
+    assert round(int(identity_round[1]) / int(aggregated), 2) == 3.47
 
 
-@pytest.mark.parametrize("direction", ["broadcast", "mean"])
-def test_one_direction_compressed_the_other_plain(model_fn, datasets, direction):
+def test_broadcast_compressed_and_the_aggregation_plain(model_fn, datasets):
     q8 = compression.uniform_quantization(8)
-    encoders = compression.EncoderFns(**{direction: getattr(q8, direction),
-                                         ("mean" if direction == "broadcast" else "broadcast"): None})
-    broadcast, aggregated = one_round(model_fn, encoders, datasets[:3])
-    expected = {"broadcast": (EIGHT_BIT_BITS, IDENTITY_BITS), "mean": (IDENTITY_BITS, EIGHT_BIT_BITS)}
-    assert (broadcast, aggregated) == tuple(3 * b for b in expected[direction])
+    process = compression.build_fed_avg(model_fn, compression.EncoderFns(broadcast=q8.broadcast, mean=None))
+    assert one_round(process, datasets[:3]) == (3 * EIGHT_BIT_BITS, 3 * IDENTITY_BITS)
 
 
-def test_bits_scale_with_clients_sampled(model_fn, datasets):
-    broadcast, aggregated = one_round(model_fn, compression.uniform_quantization(8), datasets[:2])
-    assert (broadcast, aggregated) == (2 * EIGHT_BIT_BITS, 2 * EIGHT_BIT_BITS)
+def test_bits_scale_with_clients_sampled(eight_bit_process, datasets):
+    assert one_round(eight_bit_process, datasets[:2]) == (2 * EIGHT_BIT_BITS, 2 * EIGHT_BIT_BITS)
 
 
 def test_decoded_broadcast_is_within_one_quantization_step(model_fn):
@@ -86,8 +106,39 @@ def test_decoded_broadcast_is_within_one_quantization_step(model_fn):
                 assert error == 0
 
 
-def test_same_seed_same_clients_and_bits(model_fn):
-    process = compression.build_fed_avg(model_fn, compression.uniform_quantization(8))
+def deterministic_eight_bit(spec):
+    """The seed's policy as a GatherEncoder function, with round-to-nearest instead of stochastic rounding."""
+    if spec.shape.num_elements() > compression.DEFAULT_THRESHOLD:
+        return te.encoders.as_gather_encoder(te.encoders.uniform_quantization(bits=8, stochastic=False), spec)
+    return te.encoders.as_gather_encoder(te.encoders.identity(), spec)
+
+
+def test_encoded_mean_equals_tffs_mean_of_an_encoded_sum():
+    """The course's encoded mean computes what TFF's own MeanFactory(EncodedSumFactory) computes."""
+    value_type = tff.types.to_type([(np.float32, (200, 64)), (np.float32, (10,))])
+    weight_type = tff.TensorType(np.float32)
+    ours = compression.build_encoded_mean_process(deterministic_eight_bit).create(value_type, weight_type)
+    tffs = tff.aggregators.MeanFactory(tff.aggregators.EncodedSumFactory(deterministic_eight_bit)).create(
+        value_type, weight_type)
+    rng = np.random.default_rng(3)
+    weights = [1.0, 2.0, 5.0]
+    our_state, tff_state = ours.initialize(), tffs.initialize()
+    for _ in range(2):  # two rounds, each from the state the previous one returned
+        values = [[rng.normal(size=(200, 64)).astype(np.float32), rng.normal(size=10).astype(np.float32)]
+                  for _ in weights]
+        our_output, tff_output = ours.next(our_state, values, weights), tffs.next(tff_state, values, weights)
+        our_state, tff_state = our_output.state, tff_output.state
+        for got, expected in zip(our_output.result, tff_output.result):
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        exact = [sum(w * v[i] for w, v in zip(weights, values)) / sum(weights) for i in range(2)]
+        assert np.abs(our_output.result[0] - exact[0]).max() > 1e-4  # the big tensor really was quantized
+        np.testing.assert_allclose(our_output.result[1], exact[1], rtol=1e-6)  # the small one was not
+        # 12,800 values in 8 bits, 28 per int32 word, plus min and max; 10 float32: per client
+        assert our_output.measurements["aggregated_bits"] == 3 * (3658 * 32 + 64 + 320)
+
+
+def test_same_seed_same_clients_and_bits(eight_bit_process):
+    process = eight_bit_process
     ids = [f"c{i}" for i in range(12)]
     by_id = dict(zip(ids, client_datasets(12)))
     runs = [training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
@@ -173,8 +224,8 @@ def test_bad_server_lr_drop_is_refused(model_fn, drop):
         compression.build_fed_avg(model_fn, server_lr_drop=drop)
 
 
-def test_snapshots_save_the_model_after_those_rounds(model_fn, tmp_path):
-    process = compression.build_fed_avg(model_fn, compression.identity())
+def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path):
+    process = identity_process
     ids = [f"c{i}" for i in range(6)]
     by_id = dict(zip(ids, client_datasets(6)))
     paths = {1: tmp_path / "after-1.npz", 2: tmp_path / "after-2.npz"}
