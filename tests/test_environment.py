@@ -124,6 +124,16 @@ def test_tensorflow_privacy_query_clips_and_averages():
     np.testing.assert_allclose(result.numpy(), [(0.6 + 0.3) / 2, (0.8 + 0.4) / 2], rtol=1e-6)
 
 
+def test_tff_imports_quietly_and_tensorboard_finds_pkg_resources():
+    """setuptools 81 removed pkg_resources (TensorBoard's server needs it); 80 warns on stderr when TFF imports it."""
+    code = "import tensorflow_federated, tensorboard.default; print(type(tensorboard.default.get_plugins()[0]).__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "CorePluginLoader"
+    assert "Warning" not in result.stderr, result.stderr[-2000:]
+
+
 def test_kernelspec_is_installed_in_the_environment():
     from jupyter_client.kernelspec import KernelSpecManager
     spec = KernelSpecManager().get_kernel_spec(KERNEL)
