@@ -8,7 +8,7 @@ One module does one thing:
 - ``helpers.data``        federated EMNIST: the real download or an offline stand-in
 - ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
 - ``helpers.sizing``      bits of tensors and how to print them
-- ``helpers.compression`` measured broadcast and mean processes built from encoders
+- ``helpers.compression`` a measured broadcast process and mean factory built from encoders
 - ``helpers.training``    run rounds, log them, keep a history
 - ``helpers.plotting``    the course's figures
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)

@@ -9,7 +9,7 @@ templates:
   model, broadcasts the *encoded* tensors, every client decodes them. Its
   measurement ``broadcast_bits`` is the bits of what each client received,
   summed over the sampled clients.
-- :func:`build_encoded_mean_process` returns a weighted aggregation factory for
+- :func:`build_encoded_mean_factory` returns a weighted aggregation factory for
   ``build_weighted_fed_avg(model_aggregator=...)``: ``MeanFactory`` around an
   encoded sum. Each client encodes its update; the server decodes and averages.
   Its measurement ``aggregated_bits`` is the bits of what the clients sent.
@@ -19,7 +19,7 @@ Both take an ``encoder_fn``: called once per model variable with its
 ``te.core.GatherEncoder`` (mean). Bits are counted from the encoded tensors
 themselves (:func:`helpers.sizing.tensor_bits`), never from a formula about the
 method, so a new encoding stage is measured the same way as the built-in ones.
-The uncompressed baseline uses the same processes with identity encoders.
+The uncompressed baseline uses the same builders with identity encoders.
 """
 import collections
 import math
@@ -194,7 +194,7 @@ def build_encoded_broadcast_process(model_fn, encoder_fn):
 
 # ------------------------------------------------------------------ mean --
 
-class EncodedSumFactory(tff.aggregators.UnweightedAggregationFactory):
+class MeasuredEncodedSumFactory(tff.aggregators.UnweightedAggregationFactory):
     """Sum of client values sent through ``te.core.GatherEncoder`` s, with its bits measured.
 
     The same algorithm as ``tff.aggregators.EncodedSumFactory`` (encode at the
@@ -215,7 +215,7 @@ class EncodedSumFactory(tff.aggregators.UnweightedAggregationFactory):
 
 
 def _encoded_sum_process(encoders, value_type):
-    """The ``AggregationProcess`` of :class:`EncodedSumFactory` for a list of encoders."""
+    """The ``AggregationProcess`` of :class:`MeasuredEncodedSumFactory` for a list of encoders."""
     structure = tff.types.type_to_tf_tensor_specs(value_type)
     modes = [tuple(e.state_update_aggregation_modes) for e in encoders]
 
@@ -329,11 +329,11 @@ def _combine(a, b, mode):
     raise NotImplementedError(f"state aggregation mode {mode} is not supported.")
 
 
-class _LiftedMeasurementsMean(tff.aggregators.WeightedAggregationFactory):
-    """``MeanFactory(EncodedSumFactory)`` whose ``aggregated_bits`` sits at the top of its measurements."""
+class _MeasuredEncodedMeanFactory(tff.aggregators.WeightedAggregationFactory):
+    """``MeanFactory(MeasuredEncodedSumFactory)`` whose ``aggregated_bits`` sits at the top of its measurements."""
 
     def __init__(self, encoder_fn):
-        self._mean = tff.aggregators.MeanFactory(value_sum_factory=EncodedSumFactory(encoder_fn))
+        self._mean = tff.aggregators.MeanFactory(value_sum_factory=MeasuredEncodedSumFactory(encoder_fn))
 
     def create(self, value_type, weight_type):
         for i, spec in enumerate(_tensor_specs(value_type)):
@@ -354,7 +354,7 @@ class _LiftedMeasurementsMean(tff.aggregators.WeightedAggregationFactory):
         return tff.templates.AggregationProcess(inner.initialize, next_fn)
 
 
-def build_encoded_mean_process(encoder_fn):
+def build_encoded_mean_factory(encoder_fn):
     """A weighted aggregation factory averaging encoded client updates.
 
     ``encoder_fn`` maps each variable's ``tf.TensorSpec`` to a
@@ -364,7 +364,7 @@ def build_encoded_mean_process(encoder_fn):
     """
     if not callable(encoder_fn):
         raise TypeError(f"encoder_fn must be a function spec -> GatherEncoder, got {encoder_fn!r}.")
-    return _LiftedMeasurementsMean(encoder_fn)
+    return _MeasuredEncodedMeanFactory(encoder_fn)
 
 
 # ----------------------------------------------------------- FedAvg glue --
@@ -404,5 +404,5 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
         server_optimizer_fn=server_optimizer,
         model_distributor=build_encoded_broadcast_process(model_fn, encoders.broadcast or plain.broadcast),
-        model_aggregator=build_encoded_mean_process(encoders.mean or plain.mean),
+        model_aggregator=build_encoded_mean_factory(encoders.mean or plain.mean),
     )

@@ -117,7 +117,7 @@ def test_encoded_mean_equals_tffs_mean_of_an_encoded_sum():
     """The course's encoded mean computes what TFF's own MeanFactory(EncodedSumFactory) computes."""
     value_type = tff.types.to_type([(np.float32, (200, 64)), (np.float32, (10,))])
     weight_type = tff.TensorType(np.float32)
-    ours = compression.build_encoded_mean_process(deterministic_eight_bit).create(value_type, weight_type)
+    ours = compression.build_encoded_mean_factory(deterministic_eight_bit).create(value_type, weight_type)
     tffs = tff.aggregators.MeanFactory(tff.aggregators.EncodedSumFactory(deterministic_eight_bit)).create(
         value_type, weight_type)
     rng = np.random.default_rng(3)
@@ -174,20 +174,20 @@ def test_encoder_built_for_another_shape_names_the_variable(model_fn):
 
 
 def test_gather_encoder_for_another_dtype_is_refused():
-    factory = compression.build_encoded_mean_process(
+    factory = compression.build_encoded_mean_factory(
         lambda spec: te.encoders.as_gather_encoder(te.encoders.identity(), tf.TensorSpec(spec.shape, tf.float64)))
     with pytest.raises(ValueError, match=r"built for float64 \[3\] for variable #0 \(float32 \[3\]\)"):
         factory.create(tff.TensorType(np.float32, [3]), tff.TensorType(np.float32))
 
 
 def test_mean_process_refuses_a_simple_encoder():
-    factory = compression.build_encoded_mean_process(compression.identity().broadcast)
+    factory = compression.build_encoded_mean_factory(compression.identity().broadcast)
     with pytest.raises(TypeError, match="needs a te.core.GatherEncoder"):
         factory.create(tff.TensorType(np.float32, [3]), tff.TensorType(np.float32))
 
 
 def test_non_float_variable_is_refused():
-    factory = compression.build_encoded_mean_process(compression.identity().mean)
+    factory = compression.build_encoded_mean_factory(compression.identity().mean)
     value_type = tff.StructWithPythonType([tff.TensorType(np.float32, [3]), tff.TensorType(np.int32, [2])], list)
     with pytest.raises(TypeError, match=r"variable #1 \(int32 \[2\]\) is not floating point"):
         factory.create(value_type, tff.TensorType(np.float32))

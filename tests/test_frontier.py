@@ -1,7 +1,7 @@
 """Every method of the frontier sweep: decodes to the right shape and dtype, and is measured exactly.
 
 The measured bits come from a real aggregation round of
-:func:`helpers.compression.build_encoded_mean_process`; the independent count
+:func:`helpers.compression.build_encoded_mean_factory`; the independent count
 is a formula from how each method writes its output.
 """
 import math
@@ -68,7 +68,7 @@ def client_values():
 
 def mean_round(encoder_fn, client_values):
     value_type = tff.types.to_type([(np.float32, BIG), (np.float32, SMALL)])
-    process = compression.build_encoded_mean_process(encoder_fn).create(
+    process = compression.build_encoded_mean_factory(encoder_fn).create(
         value_type, tff.TensorType(np.float32))
     output = process.next(process.initialize(), client_values, [1.0, 1.0])
     return output.result, int(output.measurements["aggregated_bits"])
