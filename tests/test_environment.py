@@ -267,6 +267,10 @@ def test_binder_folder_is_self_contained():
     assert text.startswith("#!/usr/bin/env bash")
     for step in ["--no-deps -r requirements-tff.txt", "--no-deps -e .", f"ipykernel install --sys-prefix --name {KERNEL}"]:
         assert step in text, step
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_FAST"}
+    start = [str(binder / "start"), sys.executable, "-c", "import os; print(os.environ['COURSE_FAST'])"]
+    assert subprocess.run(start, env=env, capture_output=True, text=True).stdout == "1\n"  # smoke size on Binder
+    assert subprocess.run(start, env={**env, "COURSE_FAST": "0"}, capture_output=True, text=True).stdout == "0\n"
 
 
 def test_devcontainer_is_json_on_a_python_311_image():
