@@ -12,6 +12,7 @@ One module does one thing:
 - ``helpers.training``    run rounds, log them, keep a history
 - ``helpers.plotting``    the course's figures
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
+- ``helpers.huffman``     Huffman coding as TensorFlow graph ops, the blocks of exercise (b)
 - ``helpers.exercises``   checks and hints for notebook 05's exercises
 - ``helpers.research_stages`` stages from the literature: rotation blocks, 1-bit signs, top-k
 - ``helpers.frontier``    notebook 06's sweep of methods, its table and Pareto front

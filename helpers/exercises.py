@@ -40,8 +40,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import sizing
-from helpers import stages
+from helpers import huffman, sizing, stages
 
 KINDS = ("warmup", "nonuniform", "lossless", "adaptive")
 _ALIASES = {"a": "nonuniform", "b": "lossless", "c": "adaptive", "float16": "warmup",
@@ -196,9 +195,10 @@ def hint(kind):
 
 
 def solution_source(kind):
-    """Source code of the reference solution of ``kind`` (from :mod:`helpers.stages`)."""
+    """Source code of the reference solution of ``kind`` (:mod:`helpers.stages`; Huffman blocks: :mod:`helpers.huffman`)."""
     kind = _kind(kind)
-    return "\n\n".join(source_of(getattr(stages, name)) for name in _SOLUTIONS[kind])
+    return "\n\n".join(source_of(getattr(stages if hasattr(stages, name) else huffman, name))
+                        for name in _SOLUTIONS[kind])
 
 
 def solution(kind):

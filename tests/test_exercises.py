@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, exercises, model, sizing, stages
+from helpers import compression, exercises, huffman, model, sizing, stages
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTION_NB = ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"
@@ -452,8 +452,8 @@ def test_student_notebook_stubs_are_not_attempted(capsys):
             continue
         stubs += 1
         assert "raise NotImplementedError(\"Exercise (" in cell.source
-        namespace = dict(collections=collections, tf=tf, te=te, huffman_code_lengths=stages.huffman_code_lengths,
-                         huffman_pack=stages.huffman_pack, huffman_unpack=stages.huffman_unpack)
+        namespace = dict(collections=collections, tf=tf, te=te, huffman_code_lengths=huffman.huffman_code_lengths,
+                         huffman_pack=huffman.huffman_pack, huffman_unpack=huffman.huffman_unpack)
         exec(compile(cell.source, "<stub>", "exec"), namespace)
         classes = [v for v in namespace.values() if inspect.isclass(v) and v.__name__.startswith("TFStyle")]
         assert len(classes) == 1
