@@ -454,7 +454,7 @@ def adaptive_ranges(state):
     """The range each adaptive encoder will use next round, read from a FedAvg state.
 
     ``state`` is the state of a process built by
-    :func:`helpers.compression.build_fed_avg`. Every encoded variable keeps its
+    :func:`helpers.training.build_fed_avg`. Every encoded variable keeps its
     encoder's state as a flat tuple: empty for stateless encoders, one value
     (the range) for the adaptive-range encoder. Returns
     ``OrderedDict(broadcast=[...], aggregation=[...])``: one float per variable

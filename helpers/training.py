@@ -1,6 +1,8 @@
-"""Run rounds of a federated learning process and keep what happened.
+"""Build Federated Averaging with measured communication, run its rounds, and keep what happened.
 
-:func:`run_rounds` is the course's training loop. Each round it samples
+:func:`build_fed_avg` assembles ``build_weighted_fed_avg`` from
+:mod:`helpers.compression`'s encoded broadcast and mean, with the course's
+optimizers. :func:`run_rounds` is the course's training loop. Each round it samples
 clients with a seeded generator, runs ``process.next``, prints the seed
 tutorial's per-round line (loss, accuracy, broadcast and aggregated bits, and
 their running totals), writes TensorBoard scalars, and every ``eval_every``
@@ -220,6 +222,46 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     return state, history
 
 
+def _with_lr_drop(optimizer, learning_rate, drop):
+    """``optimizer`` whose learning rate becomes ``drop[1]`` after ``drop[0]`` rounds."""
+    after_rounds, new_rate = drop
+    if isinstance(after_rounds, bool) or not isinstance(after_rounds, int) or after_rounds < 0 \
+            or not isinstance(new_rate, (int, float)) or new_rate <= 0:
+        raise ValueError(f"server_lr_drop must be (rounds >= 0, learning rate > 0), got {drop!r}.")
+
+    def schedule(round_index):  # 0 for the first round
+        return tf.where(round_index < after_rounds, float(learning_rate), float(new_rate))
+
+    return tff.learning.optimizers.schedule_learning_rate(optimizer, schedule)
+
+
+def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_learning_rate=1.0,
+                  server_momentum=0.0, server_lr_drop=None):
+    """``build_weighted_fed_avg`` with measured (and optionally compressed) communication.
+
+    ``encoders`` is a :class:`helpers.compression.EncoderFns` (default
+    :func:`helpers.compression.identity`); either
+    field may be ``None`` to leave that direction uncompressed but still
+    measured. Optimizers default to the seed tutorial's: client SGD 0.02,
+    server SGD 1.0 without momentum (``server_momentum`` > 0 gives FedAvgM).
+    ``server_lr_drop=(after_rounds, learning_rate)`` switches the server to
+    ``learning_rate`` once ``after_rounds`` rounds have run.
+    """
+    encoders = encoders or compression.identity()
+    plain = compression.identity()
+    server_optimizer = tff.learning.optimizers.build_sgdm(
+        learning_rate=server_learning_rate, momentum=server_momentum or None)
+    if server_lr_drop is not None:
+        server_optimizer = _with_lr_drop(server_optimizer, server_learning_rate, server_lr_drop)
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+        server_optimizer_fn=server_optimizer,
+        model_distributor=compression.build_encoded_broadcast_process(model_fn, encoders.broadcast or plain.broadcast),
+        model_aggregator=compression.build_encoded_mean_factory(encoders.mean or plain.mean),
+    )
+
+
 def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
                   verbose=True, initial_weights=None, seed=None, snapshots=None):
     """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
@@ -233,10 +275,10 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
     (``{round: path}``) saves the model's weights after those rounds.
     Returns a :class:`History`.
     """
-    process = compression.build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
-                                        server_learning_rate=settings["server_lr"],
-                                        server_momentum=settings.get("server_momentum", 0.0),
-                                        server_lr_drop=settings.get("server_lr_drop"))
+    process = build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
+                            server_learning_rate=settings["server_lr"],
+                            server_momentum=settings.get("server_momentum", 0.0),
+                            server_lr_drop=settings.get("server_lr_drop"))
     state = process.initialize()
     if initial_weights is not None:
         state = process.set_model_weights(state, initial_weights)

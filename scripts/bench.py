@@ -31,7 +31,7 @@ setup.start()
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from helpers import compression, config, data, frontier, model, runtime, training  # noqa: E402
+from helpers import config, data, frontier, model, runtime, training  # noqa: E402
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
@@ -53,7 +53,7 @@ def reset_peak():
 def round_seconds(broadcast, aggregation, client_sets):
     """(median seconds per round, peak MiB of Python, peak MiB of TFF's worker) of a sweep row, in a fresh worker."""
     settings = training.LONG_RUN
-    process = compression.build_fed_avg(
+    process = training.build_fed_avg(
         model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation),
         client_learning_rate=settings["client_lr"], server_learning_rate=settings["server_lr"],
         server_momentum=settings["server_momentum"])

@@ -32,12 +32,12 @@ def datasets():
 
 @pytest.fixture(scope="module")
 def identity_process(model_fn):
-    return compression.build_fed_avg(model_fn, compression.identity())
+    return training.build_fed_avg(model_fn, compression.identity())
 
 
 @pytest.fixture(scope="module")
 def eight_bit_process(model_fn):
-    return compression.build_fed_avg(model_fn, compression.uniform_quantization(8))
+    return training.build_fed_avg(model_fn, compression.uniform_quantization(8))
 
 
 def one_round(process, datasets):
@@ -73,7 +73,7 @@ def test_eight_bit_policy_round(eight_bit_round, identity_round):
 
 def test_broadcast_compressed_and_the_aggregation_plain(model_fn, datasets):
     q8 = compression.uniform_quantization(8)
-    process = compression.build_fed_avg(model_fn, compression.EncoderFns(broadcast=q8.broadcast, mean=None))
+    process = training.build_fed_avg(model_fn, compression.EncoderFns(broadcast=q8.broadcast, mean=None))
     assert one_round(process, datasets[:3]) == (3 * EIGHT_BIT_BITS, 3 * IDENTITY_BITS)
 
 
@@ -206,7 +206,7 @@ def test_bad_clients_per_round(count, message):
 
 
 def test_server_learning_rate_drops_after_the_given_rounds():
-    optimizer = compression._with_lr_drop(
+    optimizer = training._with_lr_drop(
         tff.learning.optimizers.build_sgdm(learning_rate=0.5, momentum=0.9), 0.5, (2, 0.1))
     specs = [tf.TensorSpec([3], tf.float32)]
     state = optimizer.initialize(specs)
@@ -221,7 +221,7 @@ def test_server_learning_rate_drops_after_the_given_rounds():
 @pytest.mark.parametrize("drop", [(-1, 0.1), (10, 0), (2.5, 0.1), ("10", 0.1)])
 def test_bad_server_lr_drop_is_refused(model_fn, drop):
     with pytest.raises(ValueError, match="server_lr_drop must be"):
-        compression.build_fed_avg(model_fn, server_lr_drop=drop)
+        training.build_fed_avg(model_fn, server_lr_drop=drop)
 
 
 def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path):

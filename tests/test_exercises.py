@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, exercises, huffman, model, sizing, stages
+from helpers import compression, exercises, huffman, model, sizing, stages, training
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTION_NB = ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"
@@ -189,7 +189,7 @@ def test_non_uniform_constant_input():
 # -------------------------------------------------------- FedAvg, 2 rounds --
 
 def fed_avg_rounds(make_encoder, rounds=2, clients=2):
-    process = compression.build_fed_avg(model.build_model_fn(), compression.threshold_policy(make_encoder))
+    process = training.build_fed_avg(model.build_model_fn(), compression.threshold_policy(make_encoder))
     state = process.initialize()
     states, metrics = [state], []
     for r in range(rounds):
