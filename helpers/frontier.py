@@ -5,6 +5,7 @@
   policy (variables with more than 10,000 elements; identity below).
 - :data:`SWEEP`: the sweep's rows, ``(broadcast method, aggregation method)``;
   ``None`` for the broadcast means "uncompressed", i.e. aggregation only.
+- :data:`SWEEP_RUN` and :func:`sweep_settings`: how long and with what each row trains.
 - :func:`encoder_fns` turns a row into :class:`helpers.compression.EncoderFns`.
 - :func:`warm_start` trains the uncompressed model for a while; every row
   starts from it.
@@ -24,6 +25,13 @@ from helpers import research_stages as research
 
 PARAMETERS = 1_663_370  # the CNN's values, so bits per value = bits per client / PARAMETERS
 IDENTITY = "identity"
+
+# The sweep trains many runs, so each is short: every run starts from
+# training.LONG_RUN after `warm_rounds` rounds (where its server step drops)
+# and trains `rounds` more with the small step (notebook 06 explains).
+SWEEP_RUN = dict(warm_rounds=70, rounds=20, clients_per_round=5, client_epochs=1, client_lr=0.1,
+                 server_lr=0.1, server_momentum=0.9, eval_every=10)
+FAST_SWEEP_SIZE = dict(warm_rounds=1, rounds=1, clients_per_round=2, eval_every=1)
 
 METHODS = {
     IDENTITY: te.encoders.identity,
@@ -92,6 +100,14 @@ def direction(broadcast, aggregation):
     if broadcast is None:
         return AGGREGATION_ONLY
     return BROADCAST_ONLY if aggregation in (None, IDENTITY) else BOTH
+
+
+def sweep_settings():
+    """The settings dict of every sweep row: :data:`SWEEP_RUN`, shrunk to a smoke size in fast mode."""
+    settings = dict(SWEEP_RUN, fast=config.fast_mode())
+    if settings["fast"]:
+        settings.update(FAST_SWEEP_SIZE)
+    return settings
 
 
 def warm_start_settings(settings):

@@ -30,23 +30,20 @@ TUTORIAL = dict(rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02
                 eval_every=5)
 LONG_RUN = dict(rounds=100, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=0.5,
                 server_momentum=0.9, server_lr_drop=[70, 0.1], eval_every=10)
-# The frontier sweep of notebook 06 trains many runs, so each is short: every
-# run starts from LONG_RUN after `warm_rounds` rounds (where its server step
-# drops) and trains `rounds` more with the small step (notebook 06 explains).
-SWEEP_RUN = dict(warm_rounds=70, rounds=20, clients_per_round=5, client_epochs=1, client_lr=0.1,
-                 server_lr=0.1, server_momentum=0.9, eval_every=10)
 FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1)
-FAST_SWEEP_SIZE = dict(warm_rounds=1, rounds=1, clients_per_round=2, eval_every=1)
 
 
 def run_settings(name):
-    """The settings dict of ``"tutorial"``, ``"long"`` or ``"sweep"``, shrunk to a smoke size in fast mode."""
-    runs = {"tutorial": TUTORIAL, "long": LONG_RUN, "sweep": SWEEP_RUN}
+    """The settings dict of ``"tutorial"`` or ``"long"``, shrunk to a smoke size in fast mode.
+
+    The sweep's settings are :func:`helpers.frontier.sweep_settings`.
+    """
+    runs = {"tutorial": TUTORIAL, "long": LONG_RUN}
     if name not in runs:
         raise ValueError(f"unknown run {name!r}; choose one of {sorted(runs)}.")
     settings = dict(runs[name], fast=config.fast_mode())
     if settings["fast"]:
-        settings.update(FAST_SWEEP_SIZE if name == "sweep" else FAST_SIZE)
+        settings.update(FAST_SIZE)
     return settings
 
 

@@ -210,7 +210,7 @@ def test_pareto_front():
 
 def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
-    settings = dict(training.run_settings("sweep"), clients=12)
+    settings = dict(frontier.sweep_settings(), clients=12)
     path = frontier.warm_start_path(settings)
     assert path.parent == tmp_path / "runs"
     assert path != frontier.warm_start_path(dict(settings, clients=13))  # another dataset, another file
@@ -226,11 +226,11 @@ def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch
 
 
 def test_warm_start_must_end_before_the_long_runs_drop():
-    warm = frontier.warm_start_settings(training.SWEEP_RUN)
+    warm = frontier.warm_start_settings(frontier.SWEEP_RUN)
     assert "server_lr_drop" not in warm and warm["server_lr"] == training.LONG_RUN["server_lr"]
     late = training.LONG_RUN["server_lr_drop"][0] + 1
     with pytest.raises(ValueError, match=f"warm start \\({late} rounds\\) must end before"):
-        frontier.warm_start_settings(dict(training.SWEEP_RUN, warm_rounds=late))
+        frontier.warm_start_settings(dict(frontier.SWEEP_RUN, warm_rounds=late))
 
 
 def test_target_lines_name_the_best_row_or_say_not_met():

@@ -34,7 +34,7 @@ def test_full_size_settings(monkeypatch):
                                                      client_lr=0.02, server_lr=1.0, eval_every=5, fast=False)
     long = training.run_settings("long")
     assert (long["rounds"], long["clients_per_round"], long["server_lr_drop"]) == (100, 10, [70, 0.1])
-    sweep = training.run_settings("sweep")
+    sweep = frontier.sweep_settings()
     assert (sweep["warm_rounds"], sweep["rounds"], sweep["clients_per_round"]) == (70, 20, 5)
 
 
@@ -43,15 +43,15 @@ def test_fast_mode_shrinks_the_size_and_keeps_the_learning_rates(monkeypatch):
     long = training.run_settings("long")
     assert (long["rounds"], long["clients_per_round"], long["eval_every"], long["fast"]) == (2, 3, 1, True)
     assert (long["client_lr"], long["server_lr"], long["server_momentum"]) == (0.1, 0.5, 0.9)
-    sweep = training.run_settings("sweep")
+    sweep = frontier.sweep_settings()
     assert (sweep["warm_rounds"], sweep["rounds"], sweep["clients_per_round"]) == (1, 1, 2)
     long["rounds"] = 7  # a copy: the course's settings do not change
     assert training.run_settings("long")["rounds"] == 2 and training.LONG_RUN["rounds"] == 100
 
 
 def test_unknown_run_is_named():
-    with pytest.raises(ValueError, match=r"unknown run 'short'; choose one of \['long', 'sweep', 'tutorial'\]"):
-        training.run_settings("short")
+    with pytest.raises(ValueError, match=r"unknown run 'sweep'; choose one of \['long', 'tutorial'\]"):
+        training.run_settings("sweep")  # the sweep's settings are frontier.sweep_settings()
 
 
 def test_settings_key_hashes_the_settings_in_any_order():
@@ -89,7 +89,7 @@ def test_sweep_rows_are_cached_under_their_settings_methods_and_revisions(tmp_pa
 
     monkeypatch.setattr(frontier, "warm_start", lambda *args, **kwargs: None)
     monkeypatch.setattr(training, "train_fed_avg", train_fed_avg)
-    settings = dict(training.run_settings("sweep"), clients=12)
+    settings = dict(frontier.sweep_settings(), clients=12)
     sign = "rotated 1-bit sign (DRIVE)"
     rows = [(None, frontier.IDENTITY), (None, sign)]
 
