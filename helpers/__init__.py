@@ -9,13 +9,14 @@ One module does one thing:
 - ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
 - ``helpers.sizing``      bits of tensors and how to print them
 - ``helpers.compression`` a measured broadcast process and mean factory built from encoders
-- ``helpers.training``    run rounds, log them, keep a history
+- ``helpers.training``    build FedAvg with measured communication, run rounds, keep a history
 - ``helpers.plotting``    the course's figures
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
 - ``helpers.huffman``     Huffman coding as TensorFlow graph ops, the blocks of exercise (b)
 - ``helpers.exercises``   checks and hints for notebook 05's exercises
 - ``helpers.research_stages`` stages from the literature: rotation blocks, 1-bit signs, top-k
-- ``helpers.frontier``    notebook 06's sweep of methods, its table and Pareto front
+- ``helpers.frontier``    notebook 06's sweep: methods, settings, table and Pareto front
+- ``helpers.report``      the one-page report ``make course`` writes last
 
 Modules are imported on demand (``from helpers import data``) so that importing
 ``helpers`` alone does not start TensorFlow.

@@ -4,7 +4,7 @@ Usage: python scripts/run_course.py notebooks/01_data.ipynb ...
 Executed copies go to outputs/notebooks/, with the seconds each took in
 outputs/notebooks/timings.json. Stops at the first notebook that fails and
 names it; copies already written are kept. At the end it writes the one-page
-report outputs/report.md (scripts/course_report.py).
+report outputs/report.md (helpers/report.py).
 """
 import json
 import os
@@ -15,10 +15,7 @@ import time
 import nbformat
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
-from helpers import config
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import course_report  # noqa: E402
+from helpers import config, report
 
 
 def main(paths):
@@ -40,7 +37,7 @@ def main(paths):
         timings[path.name] = time.perf_counter() - start
         (out_dir / "timings.json").write_text(json.dumps(timings, indent=1))
         print(f"{path.name}: {timings[path.name]:.0f} s -> {target}", flush=True)
-    print(f"all notebooks: {sum(timings.values()):.0f} s; report: {course_report.write_report()}")
+    print(f"all notebooks: {sum(timings.values()):.0f} s; report: {report.write_report()}")
     return 0
 
 

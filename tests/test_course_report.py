@@ -1,13 +1,8 @@
 """The one-page report of ``make course``: built from saved runs, and honest about what is missing."""
-import sys
-
 import pytest
 
-from helpers import config, frontier, training
+from helpers import config, frontier, report, training
 from tests.test_frontier import fake_history
-
-sys.path.insert(0, str(config.repo_root() / "scripts"))
-import course_report  # noqa: E402
 
 
 @pytest.fixture
@@ -17,7 +12,7 @@ def output(tmp_path, monkeypatch):
 
 
 def test_report_names_what_is_missing(output):
-    text = course_report.write_report().read_text()
+    text = report.write_report().read_text()
     assert "Missing: `baseline` (run notebook 03), `8-bit both ways` (run notebook 04)" in text
     assert "(run notebook 06)" in text
 
@@ -30,7 +25,7 @@ def test_report_has_the_key_figures(output):
         history.save(config.output_dir("runs") / f"{name}-0123456789ab.json")
     histories = {row: fake_history(frontier.row_name(*row), (full, full), 0.93) for row in frontier.SWEEP}
     frontier.save_results(frontier.results_table(histories), config.output_dir("frontier"))
-    text = course_report.write_report().read_text()
+    text = report.write_report().read_text()
     assert "| baseline | 95.60% | 1.49 Gibit | 1.49 Gibit |" in text
     assert "(target 95%: met)" in text
     assert "3.47x fewer bits per direction, -0.50 accuracy points (target within 1 point: met)" in text

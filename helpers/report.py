@@ -1,7 +1,8 @@
 """A one-page report of the course's key figures, for an instructor to read before class.
 
-``python scripts/course_report.py`` (``make course`` runs it last) reads what
-the notebooks saved under the output folder (``outputs/`` by default):
+:func:`write_report` (``make course`` calls it last; ``python -m helpers.report``
+on its own) reads what the notebooks saved under the output folder
+(``outputs/`` by default):
 
 - the long baseline and compressed runs of notebooks 03 and 04 (``runs/``);
 - the frontier sweep of notebook 06 (``frontier/results.json``, ``frontier/frontier.png``);
@@ -12,16 +13,12 @@ piece is reported as missing, with the notebook that makes it.
 """
 import json
 import platform
-import sys
 import time
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: the report draws off screen, whatever the backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from helpers import config, frontier, plotting, sizing, training  # noqa: E402
+from helpers import config, frontier, plotting, sizing, training
 
 LONG_RUNS = {"baseline": "notebook 03", "8-bit both ways": "notebook 04"}
 
@@ -58,12 +55,12 @@ def long_run_section(histories):
               f"- 8-bit both ways: {reduction:.2f}x fewer bits per direction, {gap:+.2f} accuracy points "
               f"(target within 1 point: {'met' if abs(gap) <= 1 else 'missed'}).",
               "", "![test accuracy](report_accuracy.png)", ""]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    fig = Figure(figsize=(11, 3.5))
+    axes = fig.subplots(1, 2)
     plotting.plot_test_accuracy([baseline, compressed], axes[0])
     plotting.plot_accuracy_vs_bits([baseline, compressed], axes[1])
     fig.tight_layout()
     fig.savefig(config.output_dir() / "report_accuracy.png", dpi=100)
-    plt.close(fig)
     return lines
 
 
@@ -111,4 +108,3 @@ def write_report():
 
 if __name__ == "__main__":
     print(f"wrote {write_report()}")
-    sys.exit(0)
