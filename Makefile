@@ -3,6 +3,7 @@
 #   make test     `pytest --nbval`: the tests and every notebook in fast mode (conftest.py)
 #   make lab      JupyterLab on the notebooks
 #   make bench    speed figures, saved under outputs/bench/
+#   make workers  one TFF worker on this machine for another machine's driver (PORT=8000 CONCURRENCY=-1)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -31,6 +32,14 @@ lab: env
 bench: env
 	$(PY) scripts/bench.py
 	@scripts/check_no_workers.sh
+
+# One TFF worker_binary in the foreground for a driver on another machine (COURSE_WORKERS=<this host>:PORT).
+# It listens on all interfaces without authentication: README, "Scaling out", says how to keep it private.
+.PHONY: workers
+workers: PORT ?= 8000
+workers: CONCURRENCY ?= -1
+workers: env
+	$(PY) -m helpers.workers --port "$(PORT)" --concurrency "$(CONCURRENCY)"
 
 exercises: env
 	$(PY) scripts/make_exercises.py

@@ -102,10 +102,11 @@ def parse_spec(spec):
         raise WorkersSpecError(f"{spec!r} names no worker. {FORMS}")
     for address in addresses:
         match = _ADDRESS.match(address)
+        where = "" if len(addresses) == 1 else f" in {spec!r}"
         if not match:
-            raise WorkersSpecError(f"{address!r} in {spec!r} is not host:port. {FORMS}")
+            raise WorkersSpecError(f"{address!r}{where} is not host:port. {FORMS}")
         if not 1 <= int(match["port"]) <= 65535:
-            raise WorkersSpecError(f"{address!r} in {spec!r}: the port must be 1 to 65535. {FORMS}")
+            raise WorkersSpecError(f"{address!r}{where}: the port must be 1 to 65535. {FORMS}")
     duplicates = sorted({a for a in addresses if addresses.count(a) > 1})
     if duplicates:
         raise WorkersSpecError(f"{spec!r} names {', '.join(duplicates)} more than once; each worker "
@@ -135,9 +136,12 @@ def split_counts(num_clients, num_workers):
 # --------------------------------------------------------- local workers --
 
 def worker_binary_path():
-    """The ``worker_binary`` shipped in the installed TFF wheel."""
-    import tensorflow_federated as tff
-    path = pathlib.Path(tff.__file__).parent / "data" / "worker_binary"
+    """The ``worker_binary`` shipped in the installed TFF wheel (found without importing TFF)."""
+    import importlib.util
+    spec = importlib.util.find_spec("tensorflow_federated")
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError("tensorflow_federated is not installed; create the environment with make env.")
+    path = pathlib.Path(spec.origin).parent / "data" / "worker_binary"
     if not path.exists():
         raise FileNotFoundError(f"TFF's worker_binary is missing at {path}; reinstall the environment "
                                 "(make env).")
@@ -200,10 +204,10 @@ class LocalWorker:
         return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
     def stop(self, timeout_seconds=5.0):
-        """SIGINT, then SIGKILL after ``timeout_seconds``; reaps the process and removes its log."""
+        """SIGTERM (SIGINT may be ignored, as in a background job), then SIGKILL after ``timeout_seconds``."""
         if self.process.poll() is None:
             try:
-                self.process.send_signal(signal.SIGINT)
+                self.process.send_signal(signal.SIGTERM)
                 self.process.wait(timeout_seconds)
             except subprocess.TimeoutExpired:
                 self.process.kill()
@@ -467,7 +471,6 @@ class Workers:
     def __init__(self, spec, concurrency=-1, connect_timeout=CONNECT_TIMEOUT_S,
                  retry_timeout=RETRY_TIMEOUT_S, max_retries=MAX_RETRIES):
         import grpc
-        import tensorflow_federated as tff
 
         parsed = parse_spec(spec)
         self.closed = False
@@ -476,6 +479,7 @@ class Workers:
             self.addresses = [w.address for w in self.local] or parsed
             if not self.local:
                 check_reachable(self.addresses, connect_timeout)
+            import tensorflow_federated as tff  # only now: a bad address fails fast
             stub_class = _make_bounded_stub_class()
             worker_context, group_context = _make_context_classes()
             local_by_address = {w.address: w for w in self.local}
@@ -596,8 +600,8 @@ def use_workers(spec, **options):
     default no limit), ``connect_timeout``, ``retry_timeout``, ``max_retries``.
     Workers chosen by an earlier call are released (local ones stopped).
     """
-    import tensorflow_federated as tff
     group = Workers(spec, **options)
+    import tensorflow_federated as tff
     release = _state["active"]
     if release is None:
         _state["previous"] = tff.framework.get_context_stack().current
@@ -626,8 +630,8 @@ def workers(spec, **options):
     Local workers started for the block are stopped when it ends, also on an
     error or Ctrl-C. Takes the same arguments as :func:`use_workers`.
     """
-    import tensorflow_federated as tff
     group = Workers(spec, **options)
+    import tensorflow_federated as tff
     try:
         with tff.framework.get_context_stack().install(group.context):
             yield group
@@ -684,3 +688,57 @@ def apply_environment():
 
 
 atexit.register(stop_started_workers)
+
+
+# ------------------------------------------------------ make workers (CLI) --
+
+def exposure_notice(port):
+    """What a worker on ``port`` exposes, and how the driver reaches it: printed by ``make workers``."""
+    import getpass
+    import socket
+    addresses = []
+    with contextlib.suppress(OSError):
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)
+                            if info[0] in (socket.AF_INET, socket.AF_INET6)})
+    addresses = [a for a in addresses if not a.startswith("127.") and a != "::1"]
+    shown = ", ".join(addresses + ["127.0.0.1"])
+    return (
+        f"Starting a TFF worker on port {port} of {socket.gethostname()}.\n"
+        f"  It listens on ALL network interfaces ({shown}, 127.0.0.1), with no authentication and no\n"
+        f"  encryption, and runs any TensorFlow graph it is sent: whoever reaches port {port} can run code\n"
+        f"  here as {getpass.getuser()}. Reach it only through a private network, an SSH tunnel\n"
+        f"  (on the driver: ssh -N -L {port}:127.0.0.1:{port} <this machine>, then COURSE_WORKERS=127.0.0.1:{port})\n"
+        f"  or a host firewall that admits only the driver (README, section Scaling out).\n"
+        f"  On the driver: COURSE_WORKERS=<this machine>:{port}[,<other>:<port>...]. Ctrl-C stops the worker.")
+
+
+def main(argv=None):
+    """``python -m helpers.workers --port 8000 --concurrency -1``: run one worker in the foreground (make workers)."""
+    import argparse
+    import socket
+    parser = argparse.ArgumentParser(description="Run one TFF worker for another machine's driver.")
+    parser.add_argument("--port", default="8000", help="TCP port to listen on (1-65535)")
+    parser.add_argument("--concurrency", default="-1",
+                        help="most client computations run at once; 0 or less: no limit")
+    args = parser.parse_args(argv)
+    try:
+        port, concurrency = int(args.port), int(args.concurrency)
+    except ValueError:
+        parser.error(f"PORT={args.port!r} and CONCURRENCY={args.concurrency!r} must be whole numbers, "
+                     "e.g. make workers PORT=8000 CONCURRENCY=2.")
+    if not 1 <= port <= 65535:
+        parser.error(f"PORT={port} is not a TCP port; use 1 to 65535, e.g. make workers PORT=8000.")
+    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as probe:
+        try:
+            probe.bind(("::" if socket.has_ipv6 else "0.0.0.0", port))
+        except OSError as error:
+            parser.error(f"port {port} is not free on this machine ({error.strerror}); pick another, "
+                         f"e.g. make workers PORT={port + 1 if port < 65535 else 8000}.")
+    command = worker_command(port, concurrency)
+    print(exposure_notice(port), flush=True)
+    print("  " + " ".join(command), flush=True)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
