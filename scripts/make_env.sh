@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 STAMP=$VENV/.course-env
-KERNEL=fl-compression-course
+# Installs the kernel under the name and display name in helpers.config (extra arguments: where).
+INSTALL_KERNEL='import subprocess, sys; from helpers import config; sys.exit(subprocess.call([sys.executable, "-m", "ipykernel", "install", "--name", config.KERNEL_NAME, "--display-name", config.KERNEL_DISPLAY_NAME, *sys.argv[1:]]))'
 for f in requirements.txt requirements-tff.txt requirements.in requirements-tff.in pyproject.toml; do
   if [ ! -f "$f" ]; then
     echo "error: $f is missing from the repository; restore it (git checkout -- $f) and run the command again." >&2
@@ -52,9 +53,9 @@ echo "  [2/4] tensorflow-federated without its unmeetable jaxlib pin (--no-deps,
 run_pip install --require-hashes --no-deps -r requirements-tff.txt
 echo "  [3/4] the course helpers (editable)"
 run_pip install --no-deps -e .
-echo "  [4/4] the Jupyter kernel '$KERNEL'"
-if ! "$VENV/bin/python" -m ipykernel install --sys-prefix --name "$KERNEL" \
-      --display-name "FL compression course (Python 3.11)" >>"$LOG" 2>&1; then
+echo "  [4/4] the Jupyter kernel the notebooks name (helpers.config.KERNEL_NAME)"
+# = python -m ipykernel install --sys-prefix --name fl-compression-course --display-name "FL compression course (Python 3.11)"
+if ! "$VENV/bin/python" -c "$INSTALL_KERNEL" --sys-prefix >>"$LOG" 2>&1; then
   echo "error: installing the Jupyter kernel failed; the last lines of $LOG:" >&2
   tail -n 5 "$LOG" >&2
   exit 1

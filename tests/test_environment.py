@@ -22,9 +22,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from helpers import config
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COLAB = "https://colab.research.google.com"
-KERNEL = "fl-compression-course"
+KERNEL = config.KERNEL_NAME
 
 
 def locked(path):
@@ -137,7 +139,7 @@ def test_tff_imports_quietly_and_tensorboard_finds_pkg_resources():
 def test_kernelspec_is_installed_in_the_environment():
     from jupyter_client.kernelspec import KernelSpecManager
     spec = KernelSpecManager().get_kernel_spec(KERNEL)
-    assert spec.display_name == "FL compression course (Python 3.11)"
+    assert spec.display_name == config.KERNEL_DISPLAY_NAME == "FL compression course (Python 3.11)"
     assert pathlib.Path(spec.resource_dir).is_relative_to(sys.prefix)  # --sys-prefix, not the user's folder
     assert pathlib.Path(spec.argv[0]).resolve() == pathlib.Path(sys.executable).resolve()
 
@@ -265,7 +267,8 @@ def test_binder_folder_is_self_contained():
     assert post_build.stat().st_mode & stat.S_IXUSR, "binder/postBuild must be executable"
     text = post_build.read_text()
     assert text.startswith("#!/usr/bin/env bash")
-    for step in ["--no-deps -r requirements-tff.txt", "--no-deps -e .", f"ipykernel install --sys-prefix --name {KERNEL}"]:
+    for step in ["--no-deps -r requirements-tff.txt", "--no-deps -e .", 'python -c "$INSTALL_KERNEL" --sys-prefix',
+                 "config.KERNEL_NAME", "config.KERNEL_DISPLAY_NAME"]:
         assert step in text, step
     env = {k: v for k, v in os.environ.items() if k != "COURSE_FAST"}
     start = [str(binder / "start"), sys.executable, "-c", "import os; print(os.environ['COURSE_FAST'])"]
