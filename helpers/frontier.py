@@ -4,7 +4,7 @@
   ``te.core.Encoder``. Every method is applied with the course's threshold
   policy (variables with more than 10,000 elements; identity below).
 - :data:`SWEEP`: the sweep's rows, ``(broadcast method, aggregation method)``;
-  ``None`` for the broadcast means "uncompressed", i.e. aggregation only.
+  :data:`IDENTITY` (``"identity"``) sends that direction uncompressed.
 - :data:`SWEEP_RUN` and :func:`sweep_settings`: how long and with what each row trains.
 - :func:`encoder_fns` turns a row into :class:`helpers.compression.EncoderFns`.
 - :func:`warm_start` trains the uncompressed model for a while; every row
@@ -62,8 +62,8 @@ BOTH = "both directions"
 
 # Every method compresses the aggregation alone; a few pairs also compress the
 # broadcast, from safe (8-bit) to one that should break (1-bit model).
-SWEEP = [(None, name) for name in METHODS if name not in NOT_SWEPT_ALONE] + [
-    ("uniform 8-bit", None),
+SWEEP = [(IDENTITY, name) for name in METHODS if name not in NOT_SWEPT_ALONE] + [
+    ("uniform 8-bit", IDENTITY),
     ("uniform 8-bit", "uniform 8-bit"),
     ("uniform 4-bit", "uniform 4-bit"),
     ("nearest 4-bit, tight", "rotated 1-bit sign (DRIVE)"),
@@ -74,32 +74,32 @@ REVISIONS = {"rotated 2-bit, tight": 3, "rotated 1-bit sign (DRIVE)": 3}
 
 
 def _check_method(name):
-    if name is not None and name not in METHODS:
+    if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)} "
-                         "(or None for an uncompressed broadcast).")
+                         f"({IDENTITY!r} for an uncompressed direction).")
 
 
 def encoder_fns(broadcast, aggregation, threshold=compression.DEFAULT_THRESHOLD):
-    """:class:`helpers.compression.EncoderFns` for a row: method names (or ``None`` = identity)."""
+    """:class:`helpers.compression.EncoderFns` for a row: two method names (:data:`IDENTITY`: uncompressed)."""
     _check_method(broadcast)
     _check_method(aggregation)
 
     def policy(name):
-        return compression.threshold_policy(METHODS[name or IDENTITY], threshold)
+        return compression.threshold_policy(METHODS[name], threshold)
 
     return compression.EncoderFns(broadcast=policy(broadcast).broadcast, mean=policy(aggregation).mean)
 
 
 def row_name(broadcast, aggregation):
     """A run's label: ``"<aggregation>"`` alone, or ``"<broadcast> / <aggregation>"`` when the broadcast is encoded."""
-    return aggregation or IDENTITY if broadcast is None else f"{broadcast} / {aggregation or IDENTITY}"
+    return aggregation if broadcast == IDENTITY else f"{broadcast} / {aggregation}"
 
 
 def direction(broadcast, aggregation):
     """Which directions a row compresses: :data:`AGGREGATION_ONLY`, :data:`BROADCAST_ONLY` or :data:`BOTH`."""
-    if broadcast is None:
+    if broadcast == IDENTITY:
         return AGGREGATION_ONLY
-    return BROADCAST_ONLY if aggregation in (None, IDENTITY) else BOTH
+    return BROADCAST_ONLY if aggregation == IDENTITY else BOTH
 
 
 def sweep_settings():
@@ -190,17 +190,17 @@ def results_table(histories):
     Bits are totals over all rounds and clients; bits per value divide one
     client's bits of one round by the CNN's 1,663,370 values.
     """
-    reference = histories.get((None, IDENTITY))
+    reference = histories.get((IDENTITY, IDENTITY))
     if reference is None:
-        raise ValueError("the sweep needs the identity row (None, 'identity') as its reference.")
+        raise ValueError("the sweep needs the identity row ('identity', 'identity') as its reference.")
     rows = []
     for (broadcast, aggregation), history in histories.items():
         client_rounds = sum(len(r["clients"]) for r in history.rounds)
         bits = {key: history.total_bits(key) for key in training.BITS_KEYS}
         rows.append({
             "direction": direction(broadcast, aggregation),
-            "broadcast": broadcast or IDENTITY,
-            "aggregation": aggregation or IDENTITY,
+            "broadcast": broadcast,
+            "aggregation": aggregation,
             "broadcast bits per value": bits["broadcast_bits"] / client_rounds / PARAMETERS,
             "aggregated bits per value": bits["aggregated_bits"] / client_rounds / PARAMETERS,
             "broadcast bits": bits["broadcast_bits"],
@@ -281,7 +281,7 @@ def check_results_file(path, rows=SWEEP):
     if missing_columns:
         raise ValueError(f"{path} lacks the columns {missing_columns}; run the sweep again.")
     have = set(zip(table["broadcast"], table["aggregation"]))
-    missing = [row_name(b, a) for b, a in rows if (b or IDENTITY, a or IDENTITY) not in have]
+    missing = [row_name(b, a) for b, a in rows if (b, a) not in have]
     if missing:
         raise ValueError(f"{path} lacks the rows {missing}; run the sweep again.")
     if table[COLUMNS].isna().any().any():

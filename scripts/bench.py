@@ -72,7 +72,7 @@ def round_seconds(broadcast, aggregation, client_sets):
 
 def codec_milliseconds(method, repeats=5):
     """(encode, decode) milliseconds, medians of ``repeats``, of one client's update of the CNN through ``method``."""
-    mean_fn = frontier.encoder_fns(None, method).mean
+    mean_fn = frontier.encoder_fns(frontier.IDENTITY, method).mean
     specs = [tf.TensorSpec(v.shape, v.dtype) for v in model.create_original_fedavg_cnn_model().trainable_variables]
     encoders = [mean_fn(spec) for spec in specs]
     params = [e.get_params(e.initial_state()) for e in encoders]
@@ -134,12 +134,12 @@ def main():
     rng = np.random.default_rng(config.SEED)
     client_sets = [data.make_federated_data(train, training.sample_clients(train.client_ids, CLIENTS, rng))
                    for _ in range(args.rounds + 1)]
-    rows_to_time = [(None, frontier.IDENTITY)] + [(None, m) for m in args.methods if m != frontier.IDENTITY]
+    methods = [frontier.IDENTITY] + [m for m in args.methods if m != frontier.IDENTITY]
     rows = []
-    for broadcast, aggregation in rows_to_time + [BOTH_WAYS]:
+    for broadcast, aggregation in [(frontier.IDENTITY, m) for m in methods] + [BOTH_WAYS]:
         round_s, python_mib, worker_mib = round_seconds(broadcast, aggregation, client_sets)
         encode_ms, decode_ms = codec_milliseconds(aggregation)
-        rows.append(dict(broadcast=broadcast or frontier.IDENTITY, aggregation=aggregation, round_s=round_s,
+        rows.append(dict(broadcast=broadcast, aggregation=aggregation, round_s=round_s,
                          round_vs_identity=round_s / (rows[0]["round_s"] if rows else round_s),
                          encode_ms=encode_ms, decode_ms=decode_ms, python_peak_mib=python_mib,
                          worker_peak_mib=worker_mib))

@@ -24,7 +24,7 @@ from helpers import config, data, frontier, model, training  # noqa: E402
 
 
 def parse_row(text):
-    """``"BROADCAST/AGGREGATION"`` -> ``(broadcast or None, aggregation)``, checked against the methods."""
+    """``"BROADCAST/AGGREGATION"`` -> ``(broadcast, aggregation)``, checked against the methods."""
     parts = text.split("/")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"a row is BROADCAST/AGGREGATION, got {text!r}")
@@ -32,7 +32,7 @@ def parse_row(text):
     for name in (broadcast, aggregation):
         if name not in frontier.METHODS:
             raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {sorted(frontier.METHODS)}")
-    return (None if broadcast == frontier.IDENTITY else broadcast), aggregation
+    return broadcast, aggregation
 
 
 def settings_from(args, momentum):
@@ -52,7 +52,7 @@ def settings_from(args, momentum):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", nargs="+", type=parse_row, default=[(None, frontier.IDENTITY)],
+    parser.add_argument("--rows", nargs="+", type=parse_row, default=[(frontier.IDENTITY, frontier.IDENTITY)],
                         help='rows "BROADCAST/AGGREGATION" (default: identity/identity)')
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--clients", type=int, help="clients per round")

@@ -76,7 +76,7 @@ def mean_round(encoder_fn, client_values):
 
 @pytest.mark.parametrize("method", sorted(frontier.METHODS))
 def test_measured_aggregated_bits_match_an_independent_count(method, client_values):
-    encoders = frontier.encoder_fns(None, method)
+    encoders = frontier.encoder_fns(frontier.IDENTITY, method)
     result, bits = mean_round(encoders.mean, client_values)
     assert [r.shape for r in result] == [BIG, SMALL]
     assert [np.asarray(r).dtype for r in result] == [np.float32, np.float32]
@@ -94,7 +94,7 @@ def test_measured_aggregated_bits_match_an_independent_count(method, client_valu
 @pytest.mark.parametrize("method", sorted(frontier.METHODS))
 def test_broadcast_encoder_decodes_to_shape_and_dtype(method):
     spec = tf.TensorSpec(BIG, tf.float32)
-    encoder = frontier.encoder_fns(method, None).broadcast(spec)
+    encoder = frontier.encoder_fns(method, frontier.IDENTITY).broadcast(spec)
     x = tf.random.normal(BIG, stddev=0.01, seed=1)
     state = encoder.initial_state()
     for _ in range(3):  # a few rounds, so that adaptive encoders have adapted
@@ -159,7 +159,8 @@ def test_sign_stage_keeps_signs_and_the_drive_scale():
     (lambda: research_stages.TightBitpackingEncodingStage(3), "one of"),
     (lambda: research_stages.TopKEncodingStage(0), r"\(0, 1\]"),
     (lambda: research_stages.ClientRotationEncodingStage("7"), "shared_seed must be None or an int"),
-    (lambda: frontier.encoder_fns(None, "uniform 3-bit"), "unknown method 'uniform 3-bit'"),
+    (lambda: frontier.encoder_fns(frontier.IDENTITY, "uniform 3-bit"), "unknown method 'uniform 3-bit'"),
+    (lambda: frontier.encoder_fns(None, frontier.IDENTITY), "unknown method None.*'identity' for an uncompressed"),
 ])
 def test_bad_settings_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
@@ -180,8 +181,8 @@ def fake_history(name, bits, accuracy, rounds=2, clients=3):
 def test_results_table_has_every_row_and_column_against_identity():
     full = 53_227_840
     histories = {
-        (None, "identity"): fake_history("identity", (full, full), 0.90),
-        (None, "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
+        ("identity", "identity"): fake_history("identity", (full, full), 0.90),
+        ("identity", "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
         ("uniform 8-bit", "uniform 8-bit"): fake_history("8/8", (15_357_536, 15_357_536), 0.899),
     }
     table = frontier.results_table(histories)
@@ -198,7 +199,7 @@ def test_results_table_has_every_row_and_column_against_identity():
     assert best["aggregation"] == "rotated 1-bit sign (DRIVE)"
     assert frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.4) is None
     with pytest.raises(ValueError, match="identity row"):
-        frontier.results_table({k: v for k, v in histories.items() if k != (None, "identity")})
+        frontier.results_table({k: v for k, v in histories.items() if k != ("identity", "identity")})
 
 
 def test_pareto_front():
@@ -236,8 +237,8 @@ def test_warm_start_must_end_before_the_long_runs_drop():
 def test_target_lines_name_the_best_row_or_say_not_met():
     full = 53_227_840
     table = frontier.results_table({
-        (None, "identity"): fake_history("identity", (full, full), 0.90),
-        (None, "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
+        ("identity", "identity"): fake_history("identity", (full, full), 0.90),
+        ("identity", "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
     })
     lines = frontier.target_lines(table)
     assert len(lines) == len(frontier.TARGETS) == 3

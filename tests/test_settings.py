@@ -91,7 +91,7 @@ def test_sweep_rows_are_cached_under_their_settings_methods_and_revisions(tmp_pa
     monkeypatch.setattr(training, "train_fed_avg", train_fed_avg)
     settings = dict(frontier.sweep_settings(), clients=12)
     sign = "rotated 1-bit sign (DRIVE)"
-    rows = [(None, frontier.IDENTITY), (None, sign)]
+    rows = [(frontier.IDENTITY, frontier.IDENTITY), (frontier.IDENTITY, sign)]
 
     def sweep(settings=settings, rows=rows):
         return frontier.run_sweep(None, settings, None, None, rows=rows)
