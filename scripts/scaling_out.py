@@ -74,7 +74,7 @@ def driver_bytes(call):
     return dict(per_worker=per_worker, total=total)
 
 
-def echo_throughput(group, weights, repeats=5):
+def echo_throughput(group, weights, repeats=10):
     """Bytes per second the driver moves to a worker and back: the model's weights, echoed."""
     trainable = [np.asarray(w) for w in weights.trainable]
 
