@@ -2,7 +2,9 @@
 #   make course   run every notebook at full size, executed copies in outputs/notebooks/
 #   make test     `pytest --nbval`: the tests and every notebook in fast mode (conftest.py)
 #   make lab      JupyterLab on the notebooks
+#   make test-browser  the course in JupyterLab in headless Chromium (apt-get install chromium)
 #   make bench    speed figures, saved under outputs/bench/
+#   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
 #   make workers  one TFF worker on this machine for another machine's driver (PORT=8000 CONCURRENCY=-1)
 SHELL := /bin/bash
 VENV := .venv
@@ -11,9 +13,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test course bench: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-browser course bench: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course test lab bench exercises clean-env
+.PHONY: env course test test-browser lab bench exercises lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -26,8 +28,13 @@ course: env
 	$(PY) scripts/run_course.py $(NOTEBOOKS)
 	@scripts/check_no_workers.sh
 
+# LAB_ARGS adds options, e.g. make lab LAB_ARGS="--no-browser --ServerApp.port=8899"
 lab: env
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+test-browser: env
+	$(PY) -m pytest --browser tests/browser -q
+	@scripts/check_no_workers.sh
 
 bench: env
 	$(PY) scripts/bench.py
@@ -43,6 +50,10 @@ workers: env
 
 exercises: env
 	$(PY) scripts/make_exercises.py
+
+# Regenerate the locks from requirements.in / requirements-tff.in (README: the environment).
+lock:
+	scripts/lock.sh $(ARGS)
 
 clean-env:
 	rm -rf $(VENV)
