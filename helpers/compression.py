@@ -16,7 +16,7 @@ templates:
 
 Both take an ``encoder_fn``: called once per model variable with its
 ``tf.TensorSpec``, it returns a ``te.core.SimpleEncoder`` (broadcast) or a
-``te.core.GatherEncoder`` (mean). Bits are counted from the encoded tensors
+``te.core.GatherEncoder`` (aggregation). Bits are counted from the encoded tensors
 themselves (:func:`helpers.sizing.tensor_bits`), never from a formula about the
 method, so a new encoding stage is measured the same way as the built-in ones.
 The uncompressed baseline uses the same builders with identity encoders.
@@ -33,8 +33,9 @@ from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
 
 DEFAULT_THRESHOLD = 10_000
 
-EncoderFns = collections.namedtuple("EncoderFns", ["broadcast", "mean"])
-EncoderFns.__doc__ = "A pair of encoder functions: ``broadcast`` (spec -> SimpleEncoder) and ``mean`` (spec -> GatherEncoder)."
+EncoderFns = collections.namedtuple("EncoderFns", ["broadcast", "aggregation"])
+EncoderFns.__doc__ = ("A pair of encoder functions: ``broadcast`` (spec -> SimpleEncoder) and ``aggregation`` "
+                      "(spec -> GatherEncoder, for the mean of client updates).")
 
 
 # ---------------------------------------------------------------- policies --
@@ -60,7 +61,7 @@ def threshold_policy(make_encoder, threshold=DEFAULT_THRESHOLD):
 
     return EncoderFns(
         broadcast=lambda spec: te.encoders.as_simple_encoder(core_encoder(spec), spec),
-        mean=lambda spec: te.encoders.as_gather_encoder(core_encoder(spec), spec),
+        aggregation=lambda spec: te.encoders.as_gather_encoder(core_encoder(spec), spec),
     )
 
 

@@ -87,7 +87,8 @@ def encoder_fns(broadcast, aggregation, threshold=compression.DEFAULT_THRESHOLD)
     def policy(name):
         return compression.threshold_policy(METHODS[name], threshold)
 
-    return compression.EncoderFns(broadcast=policy(broadcast).broadcast, mean=policy(aggregation).mean)
+    return compression.EncoderFns(broadcast=policy(broadcast).broadcast,
+                                  aggregation=policy(aggregation).aggregation)
 
 
 def row_name(broadcast, aggregation):

@@ -237,15 +237,13 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
     """``build_weighted_fed_avg`` with measured (and optionally compressed) communication.
 
     ``encoders`` is a :class:`helpers.compression.EncoderFns` (default
-    :func:`helpers.compression.identity`); either
-    field may be ``None`` to leave that direction uncompressed but still
-    measured. Optimizers default to the seed tutorial's: client SGD 0.02,
+    :func:`helpers.compression.identity`: both directions uncompressed, still
+    measured). Optimizers default to the seed tutorial's: client SGD 0.02,
     server SGD 1.0 without momentum (``server_momentum`` > 0 gives FedAvgM).
     ``server_lr_drop=(after_rounds, learning_rate)`` switches the server to
     ``learning_rate`` once ``after_rounds`` rounds have run.
     """
     encoders = encoders or compression.identity()
-    plain = compression.identity()
     server_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=server_learning_rate, momentum=server_momentum or None)
     if server_lr_drop is not None:
@@ -254,8 +252,8 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
         server_optimizer_fn=server_optimizer,
-        model_distributor=compression.build_encoded_broadcast_process(model_fn, encoders.broadcast or plain.broadcast),
-        model_aggregator=compression.build_encoded_mean_factory(encoders.mean or plain.mean),
+        model_distributor=compression.build_encoded_broadcast_process(model_fn, encoders.broadcast),
+        model_aggregator=compression.build_encoded_mean_factory(encoders.aggregation),
     )
 
 

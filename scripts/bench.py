@@ -72,9 +72,9 @@ def round_seconds(broadcast, aggregation, client_sets):
 
 def codec_milliseconds(method, repeats=5):
     """(encode, decode) milliseconds, medians of ``repeats``, of one client's update of the CNN through ``method``."""
-    mean_fn = frontier.encoder_fns(frontier.IDENTITY, method).mean
+    aggregation_fn = frontier.encoder_fns(frontier.IDENTITY, method).aggregation
     specs = [tf.TensorSpec(v.shape, v.dtype) for v in model.create_original_fedavg_cnn_model().trainable_variables]
-    encoders = [mean_fn(spec) for spec in specs]
+    encoders = [aggregation_fn(spec) for spec in specs]
     params = [e.get_params(e.initial_state()) for e in encoders]
     update = [tf.random.stateless_normal(s.shape, seed=[config.SEED, i], stddev=1e-3) for i, s in enumerate(specs)]
     encode = tf.function(lambda: [e.encode(u, p[0])[0] for e, u, p in zip(encoders, update, params)])

@@ -73,7 +73,8 @@ def test_eight_bit_policy_round(eight_bit_round, identity_round):
 
 def test_broadcast_compressed_and_the_aggregation_plain(model_fn, datasets):
     q8 = compression.uniform_quantization(8)
-    process = training.build_fed_avg(model_fn, compression.EncoderFns(broadcast=q8.broadcast, mean=None))
+    encoders = compression.EncoderFns(broadcast=q8.broadcast, aggregation=compression.identity().aggregation)
+    process = training.build_fed_avg(model_fn, encoders)
     assert one_round(process, datasets[:3]) == (3 * EIGHT_BIT_BITS, 3 * IDENTITY_BITS)
 
 
@@ -187,7 +188,7 @@ def test_mean_process_refuses_a_simple_encoder():
 
 
 def test_non_float_variable_is_refused():
-    factory = compression.build_encoded_mean_factory(compression.identity().mean)
+    factory = compression.build_encoded_mean_factory(compression.identity().aggregation)
     value_type = tff.StructWithPythonType([tff.TensorType(np.float32, [3]), tff.TensorType(np.int32, [2])], list)
     with pytest.raises(TypeError, match=r"variable #1 \(int32 \[2\]\) is not floating point"):
         factory.create(value_type, tff.TensorType(np.float32))

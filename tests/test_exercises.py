@@ -242,7 +242,7 @@ def test_huffman_mean_process_bits_match_an_independent_count():
             te.stages.UniformQuantizationEncodingStage(8, stochastic=False), "quantized_values").add_parent(
             te.stages.FlattenEncodingStage(), "flattened_values").make()
 
-    factory = compression.build_encoded_mean_factory(compression.threshold_policy(make_encoder).mean)
+    factory = compression.build_encoded_mean_factory(compression.threshold_policy(make_encoder).aggregation)
     process = factory.create(value_type, tff.TensorType(np.float32))
     rng = np.random.default_rng(5)
     clients, expected = [], 0

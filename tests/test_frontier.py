@@ -77,7 +77,7 @@ def mean_round(encoder_fn, client_values):
 @pytest.mark.parametrize("method", sorted(frontier.METHODS))
 def test_measured_aggregated_bits_match_an_independent_count(method, client_values):
     encoders = frontier.encoder_fns(frontier.IDENTITY, method)
-    result, bits = mean_round(encoders.mean, client_values)
+    result, bits = mean_round(encoders.aggregation, client_values)
     assert [r.shape for r in result] == [BIG, SMALL]
     assert [np.asarray(r).dtype for r in result] == [np.float32, np.float32]
     expected = independent_bits(method)
