@@ -3,7 +3,7 @@
 By default TFF runs every round in one ``worker_binary`` child process. With
 this module a round's clients are cut into consecutive slices, one per worker,
 each worker runs its slice and returns its *partial aggregate* to this Python
-process (the driver), which merges them and finishes the round. This is TFF's
+process (the driver), which has them merged and the round finished on a worker. This is TFF's
 own mergeable execution context (``tff.backends.native.set_mergeable_comp_execution_context``)
 over TFF's ``RemoteExecutor``; nothing here re-implements a runtime.
 
@@ -23,7 +23,9 @@ or from Python:
 - :func:`use_local_process` goes back to one local process;
 - :func:`current_workers` is a one-line description for a notebook's setup line;
 - :func:`last_call` tells how the last computation's clients were split, how
-  long it took and how many bytes went to and came back from each worker.
+  long it took and how many bytes went to and came back from each worker;
+- ``python -m helpers.workers --port 8000`` (``make workers``) runs one worker for another
+  machine's driver and prints what it exposes.
 
 Failures are bounded: every address must answer within ``connect_timeout``
 seconds when the workers are chosen, and a worker that stops answering during
@@ -227,6 +229,7 @@ class LocalWorker:
 
 
 _STARTED = []  # every LocalWorker this process started and has not stopped yet
+_OPEN_GROUPS = []  # every Workers object not closed yet
 
 
 def start_local_workers(count, concurrency=-1, timeout=START_TIMEOUT_S):
@@ -275,6 +278,8 @@ def _wait_local_ready(worker, deadline, timeout):
 
 def stop_started_workers():
     """Stop every worker this process started; returns how many. Registered to run at exit."""
+    for group in list(_OPEN_GROUPS):
+        group.close()  # first, so that slices still running end quietly
     stopped = list(_STARTED)
     for worker in stopped:
         worker.stop()
@@ -475,6 +480,7 @@ class Workers:
         parsed = parse_spec(spec)
         self.closed = False
         self.local = start_local_workers(parsed, concurrency) if isinstance(parsed, int) else []
+        _OPEN_GROUPS.append(self)
         try:
             self.addresses = [w.address for w in self.local] or parsed
             if not self.local:
@@ -559,6 +565,8 @@ class Workers:
     def close(self):
         """Stop the local workers this object started and close its channels."""
         self.closed = True
+        if self in _OPEN_GROUPS:
+            _OPEN_GROUPS.remove(self)
         for channel in getattr(self, "_channels", []):
             channel.close()
         for worker in getattr(self, "local", []):
