@@ -201,6 +201,8 @@ def check_outputs(page, notebook):
     if notebook == "03_fedavg_baseline.ipynb":
         bars = page.locator(".jp-OutputArea-output .widget-progress, .jp-OutputArea-output .widget-hprogress")
         assert bars.count() >= 1, f"{notebook}: no widget progress bar"
+        bars.first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / f"{notebook.removesuffix('.ipynb')}-progress.png"))
 
 
 def test_html_copy_of_an_executed_notebook(browser, tmp_path):
