@@ -9,6 +9,8 @@ Every notebook ``notebooks/solutions/NAME.ipynb`` becomes ``notebooks/NAME.ipynb
   docstring, its body becomes ``raise NotImplementedError("Exercise (x): your
   code here")``; class constants and ``__init__`` stay as they are). The
   exercise letter comes from the cell metadata ``exercise``;
+- a cell whose metadata has ``student_source`` gets that text as its source
+  (an introduction that differs between the solved and the student copy);
 - every other cell is copied unchanged;
 - outputs and execution counts are stripped.
 
@@ -29,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "solutions"
 SOLUTION_TAG = "solution"
 STUB_TAG = "exercise"
+STUDENT_SOURCE = "student_source"
 
 
 def stub_source(source, exercise):
@@ -70,6 +73,8 @@ def student_notebook(solution):
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+        if STUDENT_SOURCE in cell.get("metadata", {}):
+            cell.source = cell.metadata.pop(STUDENT_SOURCE)
         if SOLUTION_TAG in tags:
             if cell.cell_type != "code":
                 raise ValueError(f"cell {cell.get('id')} is tagged {SOLUTION_TAG!r} but is not code.")
