@@ -668,7 +668,8 @@ def current_workers():
     group = active()
     if group is not None:
         return group.description
-    return f"rounds run in one local TFF process ({ENV} unset)"
+    unset = "" if os.environ.get(ENV, "").strip() else f" ({ENV} unset)"
+    return f"rounds run in one local TFF process{unset}"
 
 
 def last_call(with_clients=True):
@@ -681,18 +682,20 @@ def apply_environment():
     """Apply ``COURSE_WORKERS`` once per process (``helpers.runtime`` calls this on import).
 
     Does nothing when it is unset or empty, or when :func:`use_workers` was already called.
+    A bad value or an unreachable worker raises, and raises again on the next
+    import (Python retries a failed import), rather than quietly running in one process.
     """
-    if _state["applied_env"]:
-        return _state["active"]
-    _state["applied_env"] = True
     value = os.environ.get(ENV, "").strip()
-    if not value or _state["active"] is not None:
+    if _state["applied_env"] or not value or _state["active"] is not None:
+        _state["applied_env"] = True
         return _state["active"]
     try:
         parse_spec(value)
     except WorkersSpecError as error:
         raise WorkersSpecError(f"{ENV}={value!r} is not understood: {error}") from None
-    return use_workers(value)
+    group = use_workers(value)
+    _state["applied_env"] = True
+    return group
 
 
 atexit.register(stop_started_workers)

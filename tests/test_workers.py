@@ -137,6 +137,8 @@ def test_bad_values_name_the_expected_forms(monkeypatch, value, problem):
     assert problem in message
     assert "COURSE_WORKERS expects either a number of local workers to start" in message
     assert workers.active() is None
+    with pytest.raises(workers.WorkersSpecError):  # a second import fails too, never runs silently
+        workers.apply_environment()
 
 
 @pytest.mark.parametrize("spec", [True, 2.0, None, [], ["127.0.0.1:8000", 5]])
