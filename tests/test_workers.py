@@ -30,6 +30,11 @@ POLICIES = {
 }
 BITS = {"identity": IDENTITY_BITS, "8-bit": EIGHT_BIT_BITS}
 
+# These tests compare workers with one local process and switch between them.
+pytestmark = pytest.mark.skipif(
+    workers.active() is not None,
+    reason="COURSE_WORKERS is set, so rounds already run on workers; run these tests without it.")
+
 
 def trainable(process, state):
     return [np.asarray(w) for w in process.get_model_weights(state).trainable]
