@@ -13,7 +13,10 @@ One module does one thing:
 - ``helpers.plotting``    the course's figures
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
 - ``helpers.huffman``     Huffman coding as TensorFlow graph ops, the blocks of exercise (b)
-- ``helpers.exercises``   checks and hints for notebook 05's exercises
+- ``helpers.exercises``   notebook 05's exercises, one record each: check, hint, solution
+- ``helpers.exercise_harness`` runs a student's stage as TFF does; faults in one sentence
+- ``helpers.exercise_checks``  what each exercise's stage must do, one check per exercise
+- ``helpers.exercise_figures`` the numbers behind notebook 05's figures (a real client update)
 - ``helpers.research_stages`` stages from the literature: rotation blocks, 1-bit signs, top-k
 - ``helpers.frontier``    notebook 06's sweep: methods, settings, table and Pareto front
 - ``helpers.report``      the one-page report ``make course`` writes last

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, exercises, huffman, model, sizing, stages, training
+from helpers import compression, exercise_figures, exercises, huffman, model, sizing, stages, training
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTION_NB = ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"
@@ -175,13 +175,13 @@ def test_non_uniform_beats_uniform_on_heavy_tails():
     rng = np.random.default_rng(1)
     x = (rng.standard_t(3, 200_000) * 1e-3).astype(np.float32)
     for bits in (2, 4, 8):
-        figures = exercises.mse_figures(x, bits)
+        figures = exercise_figures.mse_figures(x, bits)
         assert figures["non_uniform"] < figures["uniform"] < figures["uniform_stochastic"]
         assert figures["levels"] <= 2 ** bits
 
 
 def test_non_uniform_constant_input():
-    decoded, _ = exercises._stage_roundtrip(stages.NonUniformQuantizationEncodingStage(4),
+    decoded, _ = exercise_figures._stage_roundtrip(stages.NonUniformQuantizationEncodingStage(4),
                                             np.full(100, 0.25, np.float32))
     np.testing.assert_array_equal(decoded, np.full(100, 0.25, np.float32))
 
