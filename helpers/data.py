@@ -43,7 +43,7 @@ import tensorflow_federated as tff
 import tqdm
 from sklearn.datasets import load_digits
 
-from helpers import config
+from helpers import config, seeds
 from helpers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
 
 # --- Constants -------------------------------------------------------------
@@ -628,8 +628,13 @@ def preprocess(dataset, epochs=1, batch_size=BATCH_SIZE, shuffle_buffer=SHUFFLE_
     """One client's EMNIST elements -> shuffled, repeated batches (pixels [b, 28, 28, 1], label [b]).
 
     As in the seed tutorial: shuffle(418), repeat(epochs), batch(20), add a channel axis.
+    ``seed``: the shuffle's seeds, a pair from :func:`helpers.seeds.shuffle_seeds` or one int
+    (default: round 0 of ``config.SEED``); the order depends on it alone, never on TF's
+    global seed or op counter (:func:`helpers.seeds.shuffle`).
     """
-    return (dataset.shuffle(shuffle_buffer, seed=seed)
+    if seed is None:
+        seed = seeds.shuffle_seeds(config.SEED, 0, "")
+    return (seeds.shuffle(dataset, shuffle_buffer, seed)
             .repeat(epochs)
             .batch(batch_size)
             .map(_to_x_y))
@@ -646,9 +651,17 @@ def _to_x_y(element):
 
 
 def make_federated_data(client_data, client_ids, **preprocess_kwargs):
-    """Preprocessed datasets of ``client_ids``, in order (keywords go to ``preprocess``)."""
-    return [preprocess(client_data.create_tf_dataset_for_client(client_id), **preprocess_kwargs)
-            for client_id in client_ids]
+    """Preprocessed datasets of ``client_ids``, in order (keywords go to ``preprocess``).
+
+    Without a ``seed`` keyword each client's shuffle has its own seeds, from the
+    run's seed, the round and the client id (:func:`helpers.seeds.client_shuffle_seeds`:
+    the round that ``training.run_rounds`` is building, or round 0 of ``config.SEED``).
+    """
+    if "seed" in preprocess_kwargs:
+        return [preprocess(client_data.create_tf_dataset_for_client(client_id), **preprocess_kwargs)
+                for client_id in client_ids]
+    return [preprocess(client_data.create_tf_dataset_for_client(client_id), seed=seed, **preprocess_kwargs)
+            for client_id, seed in zip(client_ids, seeds.client_shuffle_seeds(client_ids))]
 
 
 # --- Summaries for notebook 01 ------------------------------------------------------

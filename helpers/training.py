@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
-from helpers import compression, config, data, progress, sizing
+from helpers import checkpoints, compression, config, data, progress, seeds, sizing
 
 BITS_KEYS = ("broadcast_bits", "aggregated_bits")
 
@@ -160,18 +160,28 @@ def _write_scalars(writer, step, values):
 
 def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_round=10,
                seed=0, evaluate_fn=None, eval_every=None, logdir=None, name="run",
-               verbose=True, state=None, snapshots=None):
+               verbose=True, state=None, snapshots=None, model_fn=None, checkpoint=None):
     """Train ``process`` for ``num_rounds`` rounds; returns ``(state, History)``.
 
     - ``client_datasets_fn(ids)`` returns the preprocessed ``tf.data`` datasets of those clients.
-    - Clients are sampled from ``client_ids`` with ``numpy.random.default_rng(seed)``,
-      so the same seed gives the same clients every run.
+      It is called inside :func:`helpers.seeds.round_seeds`, so
+      :func:`helpers.data.make_federated_data` shuffles each client with seeds of
+      (``seed``, round, client id).
+    - Round ``r``'s clients are sampled from ``client_ids`` with
+      :func:`helpers.seeds.sampling_rng` (``seed``, ``r``), so the same seed gives
+      the same clients every run, and a resumed run the same as an uninterrupted one.
+    - ``model_fn``: when given (and ``state`` is not), the initial model is
+      :func:`helpers.seeds.initial_model_weights` of ``seed`` instead of the
+      weights ``process.initialize()`` drew when TFF traced it.
     - ``evaluate_fn(model_weights)`` returns ``{'loss':..., 'accuracy':...}`` on the
       test split; it runs every ``eval_every`` rounds and after the last round.
     - ``logdir``: a folder for TensorBoard scalars (none written if ``None``).
     - ``state``: continue from this state instead of ``process.initialize()``.
     - ``snapshots``: ``{round: path}``; after those rounds the global model's
       weights are saved to ``path`` with :func:`save_weights`.
+    - ``checkpoint``: a :class:`helpers.checkpoints.RunCheckpoints`. The run
+      resumes from its latest checkpoint and saves the state and history every
+      ``checkpoint.every`` rounds and after the last one.
     """
     if isinstance(num_rounds, bool) or not isinstance(num_rounds, (int, np.integer)) or num_rounds < 1:
         raise ValueError(f"num_rounds must be a positive integer, got {num_rounds!r}.")
@@ -179,17 +189,25 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     outside = [r for r in snapshots if r not in range(1, num_rounds + 1)]
     if outside:
         raise ValueError(f"snapshot rounds {outside} are outside this run's rounds 1..{num_rounds}.")
-    rng = np.random.default_rng(seed)
     history = History(name, dict(num_rounds=int(num_rounds), clients_per_round=int(clients_per_round),
                                  seed=seed))
+    if state is None:
+        state = process.initialize()
+        if model_fn is not None:
+            state = process.set_model_weights(state, seeds.initial_model_weights(model_fn, seed))
+    done = 0
+    resumed = checkpoint.resume(state) if checkpoint is not None else None
+    if resumed is not None:
+        state, saved, done = resumed
+        history = History(saved["name"], saved["config"], saved["rounds"], saved["evals"])
     writer = tf.summary.create_file_writer(str(logdir)) if logdir else None
-    state = process.initialize() if state is None else state
-    rounds = range(1, num_rounds + 1)
+    rounds = range(done + 1, num_rounds + 1)
     bar = progress.progress_bar(rounds, desc=name, unit="round") if verbose else rounds
     started = time.perf_counter()
     for round_num in bar:
-        clients = sample_clients(client_ids, clients_per_round, rng)
-        datasets = client_datasets_fn(clients)
+        clients = sample_clients(client_ids, clients_per_round, seeds.sampling_rng(seed, round_num))
+        with seeds.round_seeds(seed, round_num):
+            datasets = client_datasets_fn(clients)
         start = time.perf_counter()
         output = process.next(state, datasets)
         seconds = time.perf_counter() - start
@@ -198,7 +216,7 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
                                history.rounds[-1] if history.rounds else None)
         history.rounds.append(record)
         if verbose:
-            print(f"{format_round(record)}  [{progress.time_left(started, round_num, num_rounds)}]")
+            print(f"{format_round(record)}  [{progress.time_left(started, round_num - done, num_rounds - done)}]")
         if writer:
             _write_scalars(writer, round_num, {k: v for k, v in record.items() if k != "round"})
         if round_num in snapshots:
@@ -212,6 +230,11 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
             if writer:
                 _write_scalars(writer, round_num, {"test/" + k: v for k, v in result.items()
                                                    if k != "round"})
+        if checkpoint is not None and checkpoint.due(round_num, num_rounds):
+            checkpoint.save(round_num, state, dict(name=history.name, config=history.config,
+                                                   rounds=history.rounds, evals=history.evals))
+    if checkpoint is not None:
+        checkpoint.finished = True
     if verbose:
         bar.close()
     if writer:
@@ -258,33 +281,60 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
 
 
 def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
-                  verbose=True, initial_weights=None, seed=None, snapshots=None):
+                  verbose=True, initial_weights=None, seed=None, snapshots=None, checkpoint_dir=None,
+                  checkpoint_every=checkpoints.DEFAULT_EVERY):
     """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
 
     ``settings`` is a dict like :data:`LONG_RUN` (rounds, clients_per_round,
     client_epochs, client_lr, server_lr, server_momentum, eval_every);
-    ``train`` is the training ``ClientData``. Clients are sampled with ``seed``
-    (default ``config.SEED``), so every run with the same settings sees the
-    same clients. ``initial_weights`` (a ``tff.learning.models.ModelWeights``)
-    starts from a trained model instead of a fresh one. ``snapshots``
-    (``{round: path}``) saves the model's weights after those rounds.
+    ``train`` is the training ``ClientData``. Every random choice comes from
+    ``seed`` (default ``config.SEED``), the round and the client
+    (:mod:`helpers.seeds`): the initial model, the clients sampled and each
+    client's shuffle, so a run with the same settings repeats bit for bit.
+    ``initial_weights`` (a ``tff.learning.models.ModelWeights``) starts from a
+    trained model instead of a fresh one. ``snapshots`` (``{round: path}``)
+    saves the model's weights after those rounds. ``checkpoint_dir``: keep
+    checkpoints every ``checkpoint_every`` rounds in a folder under it named by
+    the run's fingerprint, and resume from them (:mod:`helpers.checkpoints`;
+    inside :func:`cached_history` the default is ``outputs/checkpoints/``).
     Returns a :class:`History`.
     """
+    run_seed = config.SEED if seed is None else seed
     process = build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
                             server_learning_rate=settings["server_lr"],
                             server_momentum=settings.get("server_momentum", 0.0),
                             server_lr_drop=settings.get("server_lr_drop"))
-    state = process.initialize()
-    if initial_weights is not None:
-        state = process.set_model_weights(state, initial_weights)
+    if initial_weights is None:
+        initial_weights = seeds.initial_model_weights(model_fn, run_seed)
+    state = process.set_model_weights(process.initialize(), initial_weights)
+    checkpoint = _checkpoints_for(name, settings, run_seed, model_fn, encoders, evaluate_fn,
+                                  initial_weights, checkpoint_dir, checkpoint_every, verbose)
     _, history = run_rounds(
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
         train.client_ids, settings["rounds"], settings["clients_per_round"],
-        seed=config.SEED if seed is None else seed, evaluate_fn=evaluate_fn,
+        seed=run_seed, evaluate_fn=evaluate_fn,
         eval_every=settings["eval_every"], logdir=logdir, name=name, verbose=verbose, state=state,
-        snapshots=snapshots)
+        snapshots=snapshots, checkpoint=checkpoint)
     history.config.update(settings)
     return history
+
+
+def _checkpoints_for(name, settings, seed, model_fn, encoders, evaluate_fn, initial_weights, folder,
+                     every, verbose):
+    """The :class:`helpers.checkpoints.RunCheckpoints` of a :func:`train_fed_avg` run, or None."""
+    active = checkpoints.active()
+    if folder is None and active is None:
+        return None
+    fingerprint = dict(function="train_fed_avg", name=name, settings=settings, seed=seed,
+                       model=checkpoints.describe(model_fn), encoders=checkpoints.describe(encoders),
+                       evaluate=checkpoints.describe(evaluate_fn),
+                       initial_weights=checkpoints.array_digest(initial_weights))
+    checkpoint = checkpoints.RunCheckpoints(folder or active["root"], name, fingerprint,
+                                            every if folder is not None else active["every"],
+                                            verbose=verbose)
+    if active is not None:
+        active["used"].append(checkpoint)
+    return checkpoint
 
 
 def save_weights(model_weights, path):
@@ -333,19 +383,26 @@ def settings_key(settings):
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def cached_history(name, settings, train_fn):
+def cached_history(name, settings, train_fn, checkpoint_every=checkpoints.DEFAULT_EVERY):
     """Load the saved :class:`History` of a run with exactly these ``settings``, or train and save it.
 
     ``settings`` is a JSON-serialisable dict describing the run (rounds,
     clients, learning rates, data, fast mode...); its hash names the file
     under ``outputs/runs/``. ``train_fn()`` returns a History. Returns
-    ``(history, path)``.
+    ``(history, path)``. While ``train_fn`` runs, :func:`train_fed_avg`
+    checkpoints every ``checkpoint_every`` rounds under ``outputs/checkpoints/``
+    and resumes a run that was killed; the checkpoints are deleted once the
+    history is saved.
     """
     path = config.output_dir("runs") / f"{name}-{settings_key(settings)}.json"
     if path.exists():
         print(f"loaded {name} from {path} (delete the file to train it again)")
         return History.load(path), path
-    history = train_fn()
+    with checkpoints.enabled(every=checkpoint_every) as used:
+        history = train_fn()
     history.config.update(settings)
     history.save(path)
+    for checkpoint in used:
+        if checkpoint.finished:
+            checkpoint.discard()
     return history, path
