@@ -176,12 +176,12 @@ class LocalWorker:
     def __init__(self, port, concurrency=-1):
         self.port = int(port)
         self.address = f"127.0.0.1:{self.port}"
-        log = tempfile.NamedTemporaryFile(prefix=f"tff-worker-{self.port}-", suffix=".log", delete=False)
-        self.log_path = pathlib.Path(log.name)
+        # The worker's output goes to a file without a name, which we read by its descriptor:
+        # nothing is left on disk however this process ends.
+        self._log = tempfile.TemporaryFile(prefix=f"tff-worker-{self.port}-")
         self.process = subprocess.Popen(
             _with_parent_death_signal(worker_command(self.port, concurrency)), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, close_fds=True)
-        log.close()
+            stdout=self._log, stderr=subprocess.STDOUT, close_fds=True)
         from helpers import runtime
         runtime.register_scale_out_worker(self.process.pid)
         _STARTED.append(self)
@@ -193,8 +193,12 @@ class LocalWorker:
     def log_tail(self, lines=5):
         """`` Its last output: ...`` (the log's last ``lines`` lines), or "" if it printed nothing."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
+            fd = self._log.fileno()
+            size = os.fstat(fd).st_size
+            start = max(0, size - 65536)
+            # pread leaves the offset the worker writes at alone
+            text = os.pread(fd, size - start, start).decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
             return ""
         return " Its last output:\n" + "\n".join(text[-lines:]) if text else ""
 
@@ -220,8 +224,7 @@ class LocalWorker:
         runtime.forget_scale_out_worker(self.process.pid)
         if self in _STARTED:
             _STARTED.remove(self)
-        with contextlib.suppress(OSError):
-            self.log_path.unlink()
+        self._log.close()
 
     def __repr__(self):
         state = "running" if self.exit_code() is None else f"exited {self.exit_code()}"
@@ -245,8 +248,17 @@ def start_local_workers(count, concurrency=-1, timeout=START_TIMEOUT_S):
         for _ in range(count):
             started.append(LocalWorker(portpicker.pick_unused_port(), concurrency))
         deadline = time.monotonic() + timeout
-        for worker in started:
-            _wait_local_ready(worker, deadline, timeout)
+        for i in range(len(started)):
+            for attempt in range(3):
+                try:
+                    _wait_local_ready(started[i], deadline, timeout)
+                    break
+                except WorkerUnavailableError as error:
+                    # Another program took the free port between picking and binding: pick again.
+                    if "Address already in use" not in str(error) or attempt == 2:
+                        raise
+                    started[i].stop()
+                    started[i] = LocalWorker(portpicker.pick_unused_port(), concurrency)
     except BaseException:
         for worker in started:
             worker.stop()
@@ -257,8 +269,8 @@ def start_local_workers(count, concurrency=-1, timeout=START_TIMEOUT_S):
 def _wait_local_ready(worker, deadline, timeout):
     import grpc
     channel = grpc.insecure_channel(worker.address)
+    ready = grpc.channel_ready_future(channel)
     try:
-        ready = grpc.channel_ready_future(channel)
         while True:
             if worker.exit_code() is not None:
                 raise WorkerUnavailableError(
@@ -273,6 +285,7 @@ def _wait_local_ready(worker, deadline, timeout):
                         f"the local TFF worker for {worker.address} did not answer within {timeout:.0f} s "
                         f"of starting (machine overloaded?).{worker.log_tail()}") from None
     finally:
+        ready.cancel()  # stop its polling thread before the channel closes under it
         channel.close()
 
 
@@ -302,6 +315,8 @@ def check_reachable(addresses, timeout=CONNECT_TIMEOUT_S):
             except grpc.FutureTimeoutError:
                 silent.append(address)
     finally:
+        for future in futures.values():
+            future.cancel()
         for channel in channels.values():
             channel.close()
     if silent:
