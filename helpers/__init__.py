@@ -5,7 +5,10 @@ One module does one thing:
 - ``helpers.setup``       the first cell of every notebook: versions, quiet logs, seeds
 - ``helpers.runtime``     stops TFF's worker process when Python exits
 - ``helpers.config``      fast (smoke) mode, seeds and the folders the course writes to
-- ``helpers.data``        federated EMNIST: the real download or an offline stand-in
+- ``helpers.data``        federated EMNIST: load it (real or offline stand-in), preprocess it
+- ``helpers.emnist_file`` TFF's EMNIST SQLite file: cache folder, layout, check, read, write
+- ``helpers.offline_data`` the offline stand-in: scikit-learn digits by synthetic writers
+- ``helpers.download``    downloads the real EMNIST once (pooch), checked before it is kept
 - ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
 - ``helpers.sizing``      bits of tensors and how to print them
 - ``helpers.compression`` a measured broadcast process and mean factory built from encoders

@@ -1,4 +1,5 @@
-"""Tests of helpers.data: offline generation, file checks, download, preprocessing."""
+"""Tests of helpers.data and the modules behind it: emnist_file (file checks), offline_data
+(generation), download; loading and preprocessing."""
 import collections
 import contextlib
 import functools
@@ -16,7 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import data
+from helpers import data, download, emnist_file, offline_data
 
 SMALL_WRITERS = 6
 EMNIST_SPEC = collections.OrderedDict(
@@ -35,7 +36,7 @@ def _clean_environment(monkeypatch):
 def small_db(tmp_path_factory):
     """A 6-writer offline file in the real schema."""
     path = tmp_path_factory.mktemp("small") / "small.sqlite"
-    return data.generate_offline_emnist(path, SMALL_WRITERS, seed=0, progress=False)
+    return offline_data.generate_offline_emnist(path, SMALL_WRITERS, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,10 @@ def test_offline_has_digits_only(tmp_path):
 
 
 def test_offline_file_opens_with_tff_sql_client_data(small_db):
-    for split in data.SPLITS[True]:
+    for split in emnist_file.SPLITS[True]:
         raw = tff.simulation.datasets.SqlClientData(str(small_db), split)
         assert raw.client_ids == [f"writer_{i:04d}" for i in range(SMALL_WRITERS)]
-    train, test = data.read_client_data(small_db)
+    train, test = emnist_file.read_client_data(small_db)
     assert train.element_type_structure == EMNIST_SPEC
     assert test.element_type_structure == EMNIST_SPEC
     synthetic = tff.simulation.datasets.emnist.get_synthetic()
@@ -119,9 +120,9 @@ def test_offline_file_opens_with_tff_sql_client_data(small_db):
 
 
 def test_tffs_own_emnist_loader_reads_the_offline_file(small_db, tmp_path):
-    shutil.copy(small_db, tmp_path / data.REAL_FILENAME)  # TFF reuses any file in place
+    shutil.copy(small_db, tmp_path / download.REAL_FILENAME)  # TFF reuses any file in place
     tff_train, tff_test = tff.simulation.datasets.emnist.load_data(cache_dir=str(tmp_path))
-    train, test = data.read_client_data(small_db)
+    train, test = emnist_file.read_client_data(small_db)
     assert tff_train.client_ids == train.client_ids
     for ours, theirs in ((train, tff_train), (test, tff_test)):
         client = ours.client_ids[1]
@@ -155,7 +156,7 @@ def test_pixels_follow_the_emnist_convention(fast_data):
 
 def test_fast_set_is_generated_as_planned(fast_data):
     train, test, _ = fast_data
-    plan = data.offline_plan(data.FAST_WRITERS, seed=0)
+    plan = offline_data.offline_plan(offline_data.FAST_WRITERS, seed=0)
     assert len(plan) == 40
     assert train.client_ids == test.client_ids == [w.writer_id for w in plan]
     train_counts = data.examples_per_client(train)
@@ -168,19 +169,19 @@ def test_fast_set_is_generated_as_planned(fast_data):
 
 
 def test_full_plan_has_hundreds_of_writers_each_with_test_examples():
-    plan = data.offline_plan(data.FULL_WRITERS, seed=0)
+    plan = offline_data.offline_plan(offline_data.FULL_WRITERS, seed=0)
     assert len(plan) == 500
     assert sum(w.num_train for w in plan) == 51779
     assert sum(w.num_test for w in plan) == 6226
     assert min(w.num_test for w in plan) >= 3
     assert min(w.num_train for w in plan) >= 10
     # The fast set is the first writers of the full set.
-    fast = data.offline_plan(data.FAST_WRITERS, seed=0)
+    fast = offline_data.offline_plan(offline_data.FAST_WRITERS, seed=0)
     assert [w.num_train for w in fast] == [w.num_train for w in plan[:40]]
 
 
 def test_test_digits_are_never_seen_in_training():
-    _, (train_pool, test_pool) = data._base_digits(seed=0)
+    _, (train_pool, test_pool) = offline_data._base_digits(seed=0)
     train_ids = np.concatenate(list(train_pool.values()))
     test_ids = np.concatenate(list(test_pool.values()))
     assert len(train_ids) + len(test_ids) == 1797
@@ -189,16 +190,16 @@ def test_test_digits_are_never_seen_in_training():
 
 
 def test_same_seed_same_bytes_other_seed_other_data(small_db, tmp_path):
-    again = data.generate_offline_emnist(tmp_path / "again.sqlite", SMALL_WRITERS, seed=0,
+    again = offline_data.generate_offline_emnist(tmp_path / "again.sqlite", SMALL_WRITERS, seed=0,
                                          progress=False)
     assert _sha256(again) == _sha256(small_db)
     umask = os.umask(0)
     os.umask(umask)
     assert again.stat().st_mode & 0o777 == 0o666 & ~umask  # not left private like a temp file
-    other = data.generate_offline_emnist(tmp_path / "other.sqlite", SMALL_WRITERS, seed=1,
+    other = offline_data.generate_offline_emnist(tmp_path / "other.sqlite", SMALL_WRITERS, seed=1,
                                          progress=False)
-    first = _all_examples(data.read_client_data(small_db)[0])
-    second = _all_examples(data.read_client_data(other)[0])
+    first = _all_examples(emnist_file.read_client_data(small_db)[0])
+    second = _all_examples(emnist_file.read_client_data(other)[0])
     assert len(first) != len(second) or any(
         not np.array_equal(a["pixels"], b["pixels"]) for a, b in zip(first, second))
     assert not list(tmp_path.glob("*.part"))
@@ -206,7 +207,7 @@ def test_same_seed_same_bytes_other_seed_other_data(small_db, tmp_path):
 
 def test_cache_file_is_keyed_by_size_and_seed_and_reused(fast_data, capsys):
     _, _, folder = fast_data
-    path = data.offline_path(folder, data.FAST_WRITERS, 0)
+    path = offline_data.offline_path(folder, offline_data.FAST_WRITERS, 0)
     assert path.name == "fl_course_offline_digits_v1_40writers_seed0.sqlite"
     assert path.exists()
     before = path.stat().st_mtime_ns
@@ -229,7 +230,7 @@ def test_label_mix_differs_between_writers(fast_data):
 
 
 def test_summaries_agree_with_a_pass_over_the_datasets(small_db, tmp_path):
-    train, _ = data.read_client_data(small_db)
+    train, _ = emnist_file.read_client_data(small_db)
     ids = train.client_ids[:3]
     plain = tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
         ids, train.create_tf_dataset_for_client)  # not SQL-backed: the slow path
@@ -242,14 +243,14 @@ def test_summaries_agree_with_a_pass_over_the_datasets(small_db, tmp_path):
     with contextlib.closing(sqlite3.connect(copy)) as connection:
         connection.execute("ALTER TABLE client_metadata DROP COLUMN num_examples")
         connection.commit()
-    np.testing.assert_array_equal(data.examples_per_client(data.read_client_data(copy)[0]),
+    np.testing.assert_array_equal(data.examples_per_client(emnist_file.read_client_data(copy)[0]),
                                   counts)
 
 
 def test_generation_never_overwrites_a_file(small_db):
     before = _sha256(small_db)
     with pytest.raises(FileExistsError, match="already exists"):
-        data.generate_offline_emnist(small_db, SMALL_WRITERS, seed=1, progress=False)
+        offline_data.generate_offline_emnist(small_db, SMALL_WRITERS, seed=1, progress=False)
     assert _sha256(small_db) == before
 
 
@@ -258,7 +259,7 @@ def test_generation_never_overwrites_a_file(small_db):
 
 @pytest.mark.parametrize("damage", ["truncated", "random_bytes", "no_tables"])
 def test_damaged_real_file_raises_a_clear_error_and_stays(small_db, tmp_path, damage):
-    path = tmp_path / data.REAL_FILENAME
+    path = tmp_path / download.REAL_FILENAME
     if damage == "truncated":
         path.write_bytes(small_db.read_bytes()[: small_db.stat().st_size // 2])
         problem = "truncated"
@@ -272,7 +273,7 @@ def test_damaged_real_file_raises_a_clear_error_and_stays(small_db, tmp_path, da
         problem = "table 'examples' is missing"
     size = path.stat().st_size
     for source in ("tff", "auto"):
-        with pytest.raises(data.CorruptDataFileError) as error:
+        with pytest.raises(emnist_file.CorruptDataFileError) as error:
             data.load_emnist(source=source, cache_dir=tmp_path)
         message = str(error.value)
         assert str(path) in message and problem in message
@@ -281,10 +282,10 @@ def test_damaged_real_file_raises_a_clear_error_and_stays(small_db, tmp_path, da
 
 
 def test_damaged_offline_file_raises_and_stays(small_db, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FAST_WRITERS", SMALL_WRITERS)
-    path = data.offline_path(tmp_path, SMALL_WRITERS, 0)
+    monkeypatch.setattr(offline_data, "FAST_WRITERS", SMALL_WRITERS)
+    path = offline_data.offline_path(tmp_path, SMALL_WRITERS, 0)
     path.write_bytes(small_db.read_bytes()[:-4096])
-    with pytest.raises(data.CorruptDataFileError, match="(?s)truncated.*regenerated"):
+    with pytest.raises(emnist_file.CorruptDataFileError, match="(?s)truncated.*regenerated"):
         data.load_emnist(source="offline", cache_dir=tmp_path, fast=True)
     assert path.stat().st_size == small_db.stat().st_size - 4096
 
@@ -298,9 +299,9 @@ def test_download_fetches_unpacks_checks_and_reads(small_db, tmp_path, serve, mo
     monkeypatch.setenv("COURSE_EMNIST_URL", f"{url}/emnist_all.sqlite.lzma")
     cache = tmp_path / "cache"
     train, test = data.load_emnist(source="tff", cache_dir=cache)
-    path = cache / data.REAL_FILENAME
+    path = cache / download.REAL_FILENAME
     assert _sha256(path) == _sha256(small_db)
-    assert [p.name for p in cache.iterdir()] == [data.REAL_FILENAME]  # no temporary left
+    assert [p.name for p in cache.iterdir()] == [download.REAL_FILENAME]  # no temporary left
     assert train.client_ids == test.client_ids and len(train.client_ids) == SMALL_WRITERS
     assert train.element_type_structure == EMNIST_SPEC
     assert capsys.readouterr().out.splitlines()[-1] == (
@@ -314,12 +315,12 @@ def test_download_fetches_unpacks_checks_and_reads(small_db, tmp_path, serve, mo
 def test_broken_download_leaves_nothing(small_db, tmp_path, serve):
     packed = lzma.compress(small_db.read_bytes(), preset=1)
     url = serve({"half.lzma": packed[: len(packed) // 2], "html.lzma": b"<html>proxy</html>"})
-    with pytest.raises(data.DownloadError, match="ended early"):
-        data.download_emnist(tmp_path, url=f"{url}/half.lzma")
-    with pytest.raises(data.DownloadError, match="LZMA"):
-        data.download_emnist(tmp_path, url=f"{url}/html.lzma")
-    with pytest.raises(data.DownloadError, match="HTTP 404"):
-        data.download_emnist(tmp_path, url=f"{url}/missing.lzma")
+    with pytest.raises(download.DownloadError, match="ended early"):
+        download.download_emnist(tmp_path, url=f"{url}/half.lzma")
+    with pytest.raises(download.DownloadError, match="LZMA"):
+        download.download_emnist(tmp_path, url=f"{url}/html.lzma")
+    with pytest.raises(download.DownloadError, match="HTTP 404"):
+        download.download_emnist(tmp_path, url=f"{url}/missing.lzma")
     assert [p.name for p in tmp_path.iterdir()] == ["www"]
 
 
@@ -327,8 +328,8 @@ def test_no_server_is_reported_as_no_network(tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{_free_port()}/emnist_all.sqlite.lzma"
     monkeypatch.setenv("COURSE_EMNIST_URL", url)
     for load in (lambda: data.load_emnist(source="tff", cache_dir=tmp_path),
-                 lambda: data.download_emnist(tmp_path)):
-        with pytest.raises(data.NoNetworkError) as error:
+                 lambda: download.download_emnist(tmp_path)):
+        with pytest.raises(download.NoNetworkError) as error:
             load()
         message = str(error.value)
         assert message.startswith("No network") and url in message
@@ -337,7 +338,7 @@ def test_no_server_is_reported_as_no_network(tmp_path, monkeypatch):
 
 
 def test_auto_falls_back_to_offline_with_one_notice(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "FULL_WRITERS", SMALL_WRITERS)
+    monkeypatch.setattr(offline_data, "FULL_WRITERS", SMALL_WRITERS)
     url = f"http://127.0.0.1:{_free_port()}/emnist_all.sqlite.lzma"
     monkeypatch.setenv("COURSE_EMNIST_URL", url)
     train, _ = data.load_emnist(cache_dir=tmp_path, fast=False)
@@ -347,17 +348,17 @@ def test_auto_falls_back_to_offline_with_one_notice(tmp_path, monkeypatch, capsy
     assert out[0].startswith("Data: could not download EMNIST (no network") and url in out[0]
     assert "COURSE_DATA_SOURCE" in out[0]
     assert out[1].startswith("EMNIST source: offline")
-    assert not (tmp_path / data.REAL_FILENAME).exists()
+    assert not (tmp_path / download.REAL_FILENAME).exists()
 
 
 def test_auto_in_fast_mode_does_not_download(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "FAST_WRITERS", SMALL_WRITERS)
+    monkeypatch.setattr(offline_data, "FAST_WRITERS", SMALL_WRITERS)
     monkeypatch.setenv("COURSE_FAST", "1")
 
     def no_download(*args, **kwargs):
         raise AssertionError("fast mode must not download")
 
-    monkeypatch.setattr(data, "download_emnist", no_download)
+    monkeypatch.setattr(download, "download_emnist", no_download)
     train, _ = data.load_emnist(cache_dir=tmp_path)
     assert len(train.client_ids) == SMALL_WRITERS
     assert "offline" in capsys.readouterr().out
@@ -367,7 +368,7 @@ def test_auto_in_fast_mode_does_not_download(tmp_path, monkeypatch, capsys):
 
 
 def test_preprocess_batches_like_the_seed_tutorial(small_db):
-    train, _ = data.read_client_data(small_db)
+    train, _ = emnist_file.read_client_data(small_db)
     counts = data.examples_per_client(train)
     client = train.client_ids[int(np.argmax(counts >= 20))]
     count = int(counts[train.client_ids.index(client)])
