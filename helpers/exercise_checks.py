@@ -26,7 +26,7 @@ def check_warmup(runner, stage, label):
     if np.any(error > bound):
         i = int(np.argmax(error - bound))
         raise Fault(f"value {x.flat[i]:.6g} decodes to {decoded.flat[i]:.6g}, further than float16 "
-                     "rounding allows.")
+                    "rounding allows.")
     if bits >= 32 * x.size:
         raise Fault(f"the encoding uses {bits / x.size:.1f} bits per value, not fewer than float32's 32.")
     return f"keeps shape and dtype, error within float16 rounding, {bits / x.size:.0f} bits/value"
@@ -39,7 +39,7 @@ def check_nonuniform(runner, stage, label):
     levels = np.unique(decoded)
     if levels.size > 2**bits:
         raise Fault(f"decoded values take {levels.size} different values; with bits={bits} there "
-                     f"may be at most {2**bits} levels.")
+                    f"may be at most {2**bits} levels.")
     error = np.abs(decoded - x)
     nearest = np.min(np.abs(x.reshape(-1, 1) - levels.reshape(1, -1)), axis=1).reshape(x.shape)
     slack = 1e-6 * np.max(np.abs(x))
@@ -47,13 +47,13 @@ def check_nonuniform(runner, stage, label):
         i = int(np.argmax(error - nearest))
         better = levels[np.argmin(np.abs(levels - x.flat[i]))]
         raise Fault(f"x={x.flat[i]:.4g} decodes to {decoded.flat[i]:.4g} but level {better:.4g} "
-                     "is nearer: encode must pick the nearest level.")
+                    "is nearer: encode must pick the nearest level.")
     mse = float(np.mean((decoded - x) ** 2))
     uniform = uniform_mse(x, bits)
     if not mse < uniform:
         raise Fault(f"MSE {mse:.3g} is not lower than uniform quantization's {uniform:.3g} at "
-                     f"{bits} bits: place the levels where the values are (spaced by the cube root of "
-                     "their density; see hint('a')).")
+                    f"{bits} bits: place the levels where the values are (spaced by the cube root of "
+                    "their density; see hint('a')).")
     return (f"keeps shape and dtype, rounds to the nearest of at most {2**bits} levels, "
             f"MSE {mse:.3g} < {uniform:.3g} uniform at {bits} bits")
 
@@ -96,19 +96,19 @@ def check_lossless(runner, stage, label):
         wrong = int(np.count_nonzero(decoded != x))
         if wrong:
             raise Fault(f"decode(encode(x)) differs from x in {wrong} of {x.size} symbols on a "
-                         f"{name} stream: a lossless stage must return exactly its input.")
+                        f"{name} stream: a lossless stage must return exactly its input.")
         if name == "skewed":
             skewed = (x.size, bits, entropy_bits(symbols))
     n, bits, entropy = skewed
     per_value = bits / n
     if per_value >= 8:
         raise Fault(f"on a skewed stream (entropy {entropy:.2f} bits) the encoding uses "
-                     f"{per_value:.2f} bits per value, not fewer than 8-bit packing: use short codes "
-                     "for frequent symbols.")
+                    f"{per_value:.2f} bits per value, not fewer than 8-bit packing: use short codes "
+                    "for frequent symbols.")
     if bits < n * entropy - 256 * np.log2(n):
         raise Fault(f"the encoding uses {per_value:.2f} bits per value, below the entropy "
-                     f"{entropy:.2f} of the symbols: information must be travelling uncounted "
-                     "(in params or on self).")
+                    f"{entropy:.2f} of the symbols: information must be travelling uncounted "
+                    "(in params or on self).")
     return (f"is exact on random, skewed and degenerate streams, {per_value:.2f} bits/value on a skewed "
             f"stream of entropy {entropy:.2f}")
 
@@ -141,7 +141,7 @@ def check_adaptive(runner, stage, label):
             _, updates_2, _, _ = runner.encode(second, state)
             if set(updates_1) != set(modes):
                 raise Fault(f"encode returns state updates {sorted(updates_1)} but "
-                             f"state_update_aggregation_modes has {sorted(modes)}: the keys must match.")
+                            f"state_update_aggregation_modes has {sorted(modes)}: the keys must match.")
             state = runner.update_state(state, _aggregate([updates_1, updates_2], modes))
         changed |= any(not np.array_equal(np.asarray(state[k]), np.asarray(initial[k])) for k in initial)
         decoded, _, _, _ = runner.roundtrip(first, state)
@@ -149,10 +149,10 @@ def check_adaptive(runner, stage, label):
         bound = 4 * float(np.max(np.abs(first))) / (2**bits - 1) * (1 + 1e-5)
         if error > bound:
             raise Fault(f"after two rounds on values of scale {scale:g} the largest error is "
-                         f"{error:.3g}, more than 4·max|x|/(2**bits - 1) = {bound:.3g}: update_state "
-                         "should move the parameter (e.g. the range) to what encode observed.")
+                        f"{error:.3g}, more than 4·max|x|/(2**bits - 1) = {bound:.3g}: update_state "
+                        "should move the parameter (e.g. the range) to what encode observed.")
     if not changed:
         raise Fault("update_state returns the initial state after two rounds: the parameters "
-                     "never adapt.")
+                    "never adapt.")
     return (f"keeps shape and dtype, adapts its state to values of scale 0.001 and 10 "
             f"(error within 4·max|x|/{2**bits - 1} after two rounds)")

@@ -66,16 +66,16 @@ def _instantiate(stage, exercise):
     if not issubclass(cls, interface):
         if issubclass(cls, other):
             raise Fault(f"{name} subclasses te.core.{other.__name__}, but this exercise needs "
-                         f"te.core.{interface.__name__}.")
+                        f"te.core.{interface.__name__}.")
         raise Fault(f"{name} must subclass te.core.{interface.__name__}.")
     if cls.__name__ not in DECORATED:
         decorator = "tf_style_adaptive_encoding_stage" if exercise.adaptive else "tf_style_encoding_stage"
         raise Fault(f"{name} needs the @te.core.{decorator} decorator: the Encoder calls "
-                     "get_params, encode and decode with a `name` argument that it adds.")
+                    "get_params, encode and decode with a `name` argument that it adds.")
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
     if missing:
         raise Fault(f"{name} does not define {', '.join(missing)}: every abstract method and "
-                     "property of the interface must be implemented.")
+                    "property of the interface must be implemented.")
     if not inspect.isclass(stage):
         return stage, cls
     kwargs = dict(exercise.stage_args)
@@ -86,7 +86,7 @@ def _instantiate(stage, exercise):
     except TypeError as error:
         call = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise Fault(f"{name}({call}) failed ({error}): the constructor must accept "
-                     f"{call or 'no arguments'}.") from None
+                    f"{call or 'no arguments'}.") from None
 
 
 def _members(exercise):
@@ -128,13 +128,13 @@ def _probe_interface(stage, exercise, label):
     stubs = [m for m, o in outcome.items() if o in ("stub", "none")]
     if len(stubs) == len(outcome):
         raise NotAttempted(f"every method of {label} still raises NotImplementedError "
-                            "(or returns None); replace the stubs with your code.")
+                           "(or returns None); replace the stubs with your code.")
     for member in list(props) + list(methods):
         if outcome[member] == "stub":
             raise Fault(f"{label}.{member} still raises NotImplementedError: implement it.")
         if outcome[member] == "none":
             raise Fault(f"{label}.{member} returns None: it must return "
-                         f"{_EXPECTED_RETURN[member]}.")
+                        f"{_EXPECTED_RETURN[member]}.")
     for prop in props:
         if outcome[prop] == "error":
             raise Fault(f"reading {label}.{prop} raised {describe_error(values[prop])}.")
@@ -174,14 +174,14 @@ def _check_property_types(values, label, exercise):
         modes = values["state_update_aggregation_modes"]
         if not isinstance(modes, dict) or not modes:
             raise Fault(f"{label}.state_update_aggregation_modes must be a non-empty dict from "
-                         f"state update keys to te.core.StateAggregationMode, got {modes!r}.")
+                        f"state update keys to te.core.StateAggregationMode, got {modes!r}.")
         for key, mode in modes.items():
             if not isinstance(mode, te.core.StateAggregationMode):
                 raise Fault(f"{label}.state_update_aggregation_modes[{key!r}] must be a "
-                             f"te.core.StateAggregationMode, got {mode!r}.")
+                            f"te.core.StateAggregationMode, got {mode!r}.")
             if mode == te.core.StateAggregationMode.STACK:
                 raise Fault(f"{label}.state_update_aggregation_modes[{key!r}] is STACK, which the "
-                             "course's aggregator does not support: use SUM, MIN or MAX.")
+                            "course's aggregator does not support: use SUM, MIN or MAX.")
 
 
 class Runner:
@@ -198,7 +198,7 @@ class Runner:
             self.initial_state = to_numpy(tf.function(stage.initial_state, autograph=False)())
             if not isinstance(self.initial_state, dict) or not self.initial_state:
                 raise Fault(f"initial_state must return a non-empty dict of tensors, got "
-                             f"{self.initial_state!r}.")
+                            f"{self.initial_state!r}.")
 
     def _state_spec(self, state):
         return {k: tf.TensorSpec(np.shape(v), tf.as_dtype(np.asarray(v).dtype)) for k, v in state.items()}
@@ -224,7 +224,7 @@ class Runner:
             if adaptive:
                 if not (isinstance(output, tuple) and len(output) == 2):
                     raise Fault("an adaptive stage's encode must return a tuple "
-                                 "(encoded_tensors, state_update_tensors).")
+                                "(encoded_tensors, state_update_tensors).")
                 encoded, updates = output
             else:
                 encoded, updates = output, {}
@@ -233,8 +233,8 @@ class Runner:
             for name, value in list(encoded.items()) + list(dict(updates or {}).items()):
                 if not tf.is_tensor(value):
                     raise Fault(f"encode returns a {type(value).__name__} under {name!r}, not a tensor: "
-                                 "the encoders strip Python values, so it would travel uncounted; "
-                                 "return tf tensors only.")
+                                "the encoders strip Python values, so it would travel uncounted; "
+                                "return tf tensors only.")
             return dict(encoded), dict(updates or {}), sizing.tensor_bits(dict(encoded))
 
         x_spec = tf.TensorSpec([None] * x.ndim if self.dynamic else x.shape, tf.as_dtype(x.dtype))
@@ -285,8 +285,8 @@ class Runner:
                 raise Fault("decode still raises NotImplementedError.") from None
             except Exception as error:
                 raise Fault(f"decode raised {describe_error(error)} when given only the encoded "
-                             "tensors in a separate graph (decode may use its arguments only, "
-                             "not values kept on self during encode).") from None
+                            "tensors in a separate graph (decode may use its arguments only, "
+                            "not values kept on self during encode).") from None
         shape_value = np.array(shape, np.int32)
         args = (dict(encoded), shape_value, state) if adaptive else (dict(encoded), shape_value)
         return _run(self._decoders[key], args, "decode")
@@ -303,12 +303,12 @@ class Runner:
         new_state = to_numpy(_run(function, (state, updates), "update_state", raw=True))
         if not isinstance(new_state, dict) or set(new_state) != set(state):
             raise Fault(f"update_state must return a dict with the same keys as initial_state "
-                         f"({sorted(state)}), got {new_state!r}.")
+                        f"({sorted(state)}), got {new_state!r}.")
         for k in state:
             if np.shape(new_state[k]) != np.shape(state[k]) or \
                     np.asarray(new_state[k]).dtype != np.asarray(state[k]).dtype:
                 raise Fault(f"update_state changes the shape or dtype of state[{k!r}]: keep them "
-                             "as in initial_state.")
+                            "as in initial_state.")
         return new_state
 
 
@@ -345,10 +345,10 @@ def _check_shape_dtype(decoded, x):
     decoded = np.asarray(decoded)
     if decoded.dtype != np.asarray(x).dtype:
         raise Fault(f"decode returns {decoded.dtype} values for {np.asarray(x).dtype} input: "
-                     "cast back to the input's dtype.")
+                    "cast back to the input's dtype.")
     if decoded.shape != np.shape(x):
         raise Fault(f"decode returns shape {decoded.shape} for an input of shape {np.shape(x)}: "
-                     "restore the input's shape.")
+                    "restore the input's shape.")
 
 
 def independent_bits(encoded):
@@ -359,7 +359,7 @@ def _check_bits(encoded, counted):
     independent = independent_bits(encoded)
     if independent != counted:
         raise Fault(f"helpers.sizing.tensor_bits counts {counted} bits but the encoded arrays hold "
-                     f"{independent}: some encoded value is not what it seems.")
+                    f"{independent}: some encoded value is not what it seems.")
 
 
 
@@ -392,22 +392,22 @@ def _check_commutes(runner, stage, label, exercise):
     for key in e1:
         if np.shape(e1[key]) != np.shape(e2[key]):
             raise Fault(f"{label} claims commutes_with_sum=True, but encoded tensor {key!r} has a "
-                         "data-dependent shape, so two encodings cannot be added: return False.")
+                        "data-dependent shape, so two encodings cannot be added: return False.")
     summed = {k: (np.asarray(e1[k]) + np.asarray(e2[k])).astype(np.asarray(e1[k]).dtype) for k in e1}
     separate = runner.decode(e1, specs, x1.shape, state) + runner.decode(e2, specs, x2.shape, state)
     try:
         together = runner.decode(summed, specs, x1.shape, state, num_summands=2)
     except Fault as fault:
         raise Fault(f"{label} claims commutes_with_sum=True, but decoding the sum of two encodings fails "
-                     f"({str(fault).rstrip('.')}): return False.") from None
+                    f"({str(fault).rstrip('.')}): return False.") from None
     if np.shape(together) != np.shape(separate):
         raise Fault(f"{label} claims commutes_with_sum=True, but decoding a sum of two encodings "
-                     f"gives shape {np.shape(together)}: return False, or make decode linear.")
+                    f"gives shape {np.shape(together)}: return False, or make decode linear.")
     gap = float(np.max(np.abs(together - separate)))
     if gap > 1e-4 * (1 + float(np.max(np.abs(separate)))):
         raise Fault(f"{label} claims commutes_with_sum=True, but decode(encode(x1) + encode(x2), "
-                     f"num_summands=2) differs from decode(encode(x1)) + decode(encode(x2)) by {gap:.3g}: "
-                     "return False, or make the encoding linear in x with parameters shared by all clients.")
+                    f"num_summands=2) differs from decode(encode(x1)) + decode(encode(x2)) by {gap:.3g}: "
+                    "return False, or make the encoding linear in x with parameters shared by all clients.")
 
 
 def _course_input():
@@ -421,7 +421,7 @@ def _check_course_encoder(cls, exercise, label):
         encoder = exercise.course_encoder(cls)
     except KeyError as error:
         raise Fault(f"the course's encoder cannot put a stage after {label} ({error}): list the key "
-                     "of the values to pack in compressible_tensors_keys.") from None
+                    "of the values to pack in compressible_tensors_keys.") from None
     except Exception as error:
         raise Fault(f"composing {label} into the course's encoder raised {describe_error(error)}.") from None
     return _check_encoder(encoder, f"the course's encoder with {label}")
@@ -436,7 +436,7 @@ def _check_encoder_factory(factory, exercise):
         raise NotAttempted("the encoder factory returns None.")
     if not isinstance(encoder, te.core.Encoder):
         raise Fault(f"the factory returned {type(encoder).__name__}; it must return a te.core.Encoder "
-                     "(build one with te.core.EncoderComposer(...).make()).")
+                    "(build one with te.core.EncoderComposer(...).make()).")
     bits_per_value = _check_encoder(encoder, "the encoder")
     return f"the encoder keeps shape and dtype through a GatherEncoder; bits counted: {bits_per_value:.2f} bits/value."
 
@@ -480,8 +480,8 @@ def _check_encoder(encoder, what):
                                                    for u in tf.nest.flatten(updates))
     if int(counted) != independent:
         raise Fault(f"helpers.sizing.tensor_bits counts {int(counted)} bits for {what} but its "
-                     f"encoded arrays hold {independent}.")
+                    f"encoded arrays hold {independent}.")
     if not counted < 32 * x.size:
         raise Fault(f"{what} sends {int(counted) / x.size:.2f} bits per value, not fewer than "
-                     "float32's 32: make sure the values are packed.")
+                    "float32's 32: make sure the values are packed.")
     return int(counted) / x.size
