@@ -38,6 +38,7 @@ test-browser: env
 
 bench: env
 	$(PY) scripts/bench.py
+	$(PY) scripts/scaling_out.py
 	@scripts/check_no_workers.sh
 
 # One TFF worker_binary in the foreground for a driver on another machine (COURSE_WORKERS=<this host>:PORT).

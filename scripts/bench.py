@@ -15,6 +15,10 @@ and once, seconds for plain Keras to train the CNN on the same clients'
 examples, against the TFF identity round. One timing on a shared machine moves
 by 5% or more, so compare methods within one run.
 
+Rounds run in one local TFF process (a fresh one per method, for its memory),
+even when ``COURSE_WORKERS`` is set; ``scripts/scaling_out.py`` (also run by
+``make bench``) times 1 against 2 workers.
+
 Writes ``outputs/bench/results.json`` and ``outputs/bench/results.md``.
 ``--rounds`` and ``--methods`` make it shorter:
 ``.venv/bin/python scripts/bench.py --methods "uniform 8-bit" --rounds 1``.
@@ -31,7 +35,7 @@ setup.start()
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from helpers import config, data, frontier, model, runtime, training  # noqa: E402
+from helpers import config, data, frontier, model, runtime, training, workers  # noqa: E402
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
@@ -121,6 +125,9 @@ def markdown(rows, summary):
 
 
 def main():
+    if workers.active() is not None:
+        print("note: make bench times one local TFF process per method; COURSE_WORKERS is not used here "
+              "(scripts/scaling_out.py times the workers).")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (after a warm-up)")
     parser.add_argument("--methods", nargs="*", default=list(frontier.METHODS),
