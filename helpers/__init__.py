@@ -17,7 +17,8 @@ One module does one thing:
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
 - ``helpers.huffman``     Huffman coding as TensorFlow graph ops, the blocks of exercise (b)
 - ``helpers.exercises``   notebook 05's exercises, one record each: check, hint, solution
-- ``helpers.exercise_harness`` runs a student's stage as TFF does; faults in one sentence
+- ``helpers.exercise_harness`` what every exercise asks of a stage; faults in one sentence
+- ``helpers.exercise_runner``  runs a stage as TFF does: encode and decode in separate graphs
 - ``helpers.exercise_checks``  what each exercise's stage must do, one check per exercise
 - ``helpers.exercise_figures`` the numbers behind notebook 05's figures (a real client update)
 - ``helpers.research_stages`` stages from the literature: rotation blocks, 1-bit signs, top-k

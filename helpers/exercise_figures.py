@@ -13,7 +13,7 @@ from tensorflow_model_optimization.python.core.internal import tensor_encoding a
 
 from helpers import sizing, stages
 from helpers.exercise_checks import entropy_bits, uniform_mse
-from helpers.exercise_harness import independent_bits, to_numpy
+from helpers.exercise_runner import independent_bits, to_numpy
 
 
 def client_update(dataset, epochs=1, learning_rate=0.02, seed=0):

@@ -1,39 +1,36 @@
-"""Runs a student's encoding stage the way TFF will, and turns what is wrong into one sentence.
+"""Checks what every exercise of notebook 05 asks of a stage, and says what is wrong in one sentence.
 
 :func:`run_checks` takes a stage (class, instance or a no-argument encoder
 factory) and an exercise record from :mod:`helpers.exercises`, and checks
 what every exercise shares: the interface (every member implemented, the
 ``tf_style`` decorator, the properties' types), ``decode(encode(x))`` with
-encoding and decoding in separate graphs, that a stage claiming
-``commutes_with_sum`` really does, and that its bits are counted
-(``helpers.sizing.tensor_bits`` against the arrays' own sizes) inside the
-course's encoder. In between it calls the exercise's own check
+encoding and decoding in separate graphs (:mod:`helpers.exercise_runner`),
+that a stage claiming ``commutes_with_sum`` really does, and that its bits are
+counted (``helpers.sizing.tensor_bits`` against the arrays' own sizes) inside
+the course's encoder. In between it calls the exercise's own check
 (:mod:`helpers.exercise_checks`). It returns a one-sentence summary, or
-raises :class:`Fault` (one sentence: what is wrong and what to do) or
+raises ``exercise_runner.Fault`` (what is wrong and what to do) or
 :class:`NotAttempted` (every member is still a stub).
 """
 import collections
 import inspect
-import re
 
 import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
 from helpers import sizing
+from helpers.exercise_runner import (Fault, Runner, check_shape_dtype, describe_error,
+                                     independent_bits, seeded_rng, specs_of, to_numpy,
+                                     update_like)
 
 DECORATED = ("TFStyleEncodingStage", "TFStyleAdaptiveEncodingStage")
 _PROPERTIES = ("name", "compressible_tensors_keys", "commutes_with_sum", "decode_needs_input_shape")
 _ADAPTIVE_PROPERTIES = ("state_update_aggregation_modes",)
 
 
-class Fault(Exception):
-    """A fault in the student's stage, described in one sentence."""
-
-
 class NotAttempted(Exception):
     """Every member of the stage is still a stub."""
-
 
 
 def run_checks(stage, exercise):
@@ -103,7 +100,10 @@ def _probe_interface(stage, exercise, label):
     values = {}
     for prop in props:
         outcome[prop], values[prop] = _try(lambda p=prop: getattr(stage, p))
-    x = np.linspace(-1.0, 1.0, 64, dtype=np.float32) if not exercise.takes_symbols else np.arange(64, dtype=np.float32)
+    if exercise.takes_symbols:
+        x = np.arange(64, dtype=np.float32)
+    else:
+        x = np.linspace(-1.0, 1.0, 64, dtype=np.float32)
     # The methods as written, without the decorator's name scopes (which need a working `name`).
     raw = type(stage).__mro__[1] if type(stage).__name__ in DECORATED else type(stage)
     with tf.Graph().as_default():
@@ -182,196 +182,6 @@ def _check_property_types(values, label, exercise):
             if mode == te.core.StateAggregationMode.STACK:
                 raise Fault(f"{label}.state_update_aggregation_modes[{key!r}] is STACK, which the "
                             "course's aggregator does not support: use SUM, MIN or MAX.")
-
-
-class Runner:
-    """Encodes in one graph and decodes in another, as TFF does, with numpy values in between."""
-
-    def __init__(self, stage, adaptive, dynamic=False):
-        self.stage = stage
-        self.adaptive = adaptive
-        self.dynamic = dynamic  # unknown static shapes: one trace serves inputs of any length
-        self._encoders = {}
-        self._decoders = {}
-        self.initial_state = None
-        if adaptive:
-            self.initial_state = to_numpy(tf.function(stage.initial_state, autograph=False)())
-            if not isinstance(self.initial_state, dict) or not self.initial_state:
-                raise Fault(f"initial_state must return a non-empty dict of tensors, got "
-                            f"{self.initial_state!r}.")
-
-    def _state_spec(self, state):
-        return {k: tf.TensorSpec(np.shape(v), tf.as_dtype(np.asarray(v).dtype)) for k, v in state.items()}
-
-    def encode(self, x, state=None):
-        """-> (encoded numpy dict, state updates numpy dict, tensor_bits of encoded, output specs)."""
-        x = np.asarray(x)
-        state = self.initial_state if state is None and self.adaptive else state
-        key = (x.ndim if self.dynamic else x.shape, x.dtype.str)
-        if key not in self._encoders:
-            self._encoders[key] = self._trace_encode(x, state)
-        function = self._encoders[key]
-        args = (x, state) if self.adaptive else (x,)
-        encoded, updates, bits = _run(function, args, "encode")
-        return encoded, updates, int(bits), _specs(function.structured_outputs[0])
-
-    def _trace_encode(self, x, state):
-        stage, adaptive = self.stage, self.adaptive
-
-        def encode(x, state=None):
-            params = stage.get_params(state)[0] if adaptive else stage.get_params()[0]
-            output = stage.encode(x, params)
-            if adaptive:
-                if not (isinstance(output, tuple) and len(output) == 2):
-                    raise Fault("an adaptive stage's encode must return a tuple "
-                                "(encoded_tensors, state_update_tensors).")
-                encoded, updates = output
-            else:
-                encoded, updates = output, {}
-            if not isinstance(encoded, dict):
-                raise Fault(f"encode must return a dict of tensors, got {type(encoded).__name__}.")
-            for name, value in list(encoded.items()) + list(dict(updates or {}).items()):
-                if not tf.is_tensor(value):
-                    raise Fault(f"encode returns a {type(value).__name__} under {name!r}, not a tensor: "
-                                "the encoders strip Python values, so it would travel uncounted; "
-                                "return tf tensors only.")
-            return dict(encoded), dict(updates or {}), sizing.tensor_bits(dict(encoded))
-
-        x_spec = tf.TensorSpec([None] * x.ndim if self.dynamic else x.shape, tf.as_dtype(x.dtype))
-        if adaptive:
-            function = tf.function(encode, input_signature=[x_spec, self._state_spec(state)], autograph=False)
-        else:
-            function = tf.function(lambda x: encode(x), input_signature=[x_spec], autograph=False)
-        try:
-            return function.get_concrete_function()
-        except Fault:
-            raise
-        except NotImplementedError:
-            raise Fault("encode (or get_params) still raises NotImplementedError.") from None
-        except Exception as error:
-            raise Fault(f"encode raised {describe_error(error)}.") from None
-
-    def decode(self, encoded, specs, shape, state=None, num_summands=None):
-        """Decode numpy ``encoded`` in a fresh graph; ``specs`` from :meth:`encode`."""
-        stage, adaptive = self.stage, self.adaptive
-        state = self.initial_state if state is None and adaptive else state
-        shape = tuple(int(d) for d in shape)
-        static_shape = None if self.dynamic else shape
-        key = (tuple(sorted((k, tuple(s.shape.as_list()) if s.shape.rank is not None else None,
-                             s.dtype.name) for k, s in specs.items())),
-               len(shape) if self.dynamic else shape, num_summands)
-        if key not in self._decoders:
-            def decode(encoded, shape_tensor, state=None):
-                params = stage.get_params(state)[1] if adaptive else stage.get_params()[1]
-                if not stage.decode_needs_input_shape:
-                    shape_arg = None
-                elif static_shape is not None:
-                    shape_arg = tf.constant(list(static_shape), tf.int32)
-                else:
-                    shape_arg = shape_tensor
-                return stage.decode(encoded, params, num_summands=num_summands, shape=shape_arg)
-
-            shape_spec = tf.TensorSpec([len(shape)], tf.int32)
-            if adaptive:
-                function = tf.function(decode, input_signature=[dict(specs), shape_spec,
-                                                                self._state_spec(state)],
-                                       autograph=False)
-            else:
-                function = tf.function(lambda encoded, shape_tensor: decode(encoded, shape_tensor),
-                                       input_signature=[dict(specs), shape_spec], autograph=False)
-            try:
-                self._decoders[key] = function.get_concrete_function()
-            except NotImplementedError:
-                raise Fault("decode still raises NotImplementedError.") from None
-            except Exception as error:
-                raise Fault(f"decode raised {describe_error(error)} when given only the encoded "
-                            "tensors in a separate graph (decode may use its arguments only, "
-                            "not values kept on self during encode).") from None
-        shape_value = np.array(shape, np.int32)
-        args = (dict(encoded), shape_value, state) if adaptive else (dict(encoded), shape_value)
-        return _run(self._decoders[key], args, "decode")
-
-    def roundtrip(self, x, state=None):
-        encoded, updates, bits, specs = self.encode(x, state)
-        decoded = self.decode(encoded, specs, np.shape(x), state)
-        _check_shape_dtype(decoded, x)
-        _check_bits(encoded, bits)
-        return decoded, encoded, updates, bits
-
-    def update_state(self, state, updates):
-        function = tf.function(self.stage.update_state, autograph=False)
-        new_state = to_numpy(_run(function, (state, updates), "update_state", raw=True))
-        if not isinstance(new_state, dict) or set(new_state) != set(state):
-            raise Fault(f"update_state must return a dict with the same keys as initial_state "
-                        f"({sorted(state)}), got {new_state!r}.")
-        for k in state:
-            if np.shape(new_state[k]) != np.shape(state[k]) or \
-                    np.asarray(new_state[k]).dtype != np.asarray(state[k]).dtype:
-                raise Fault(f"update_state changes the shape or dtype of state[{k!r}]: keep them "
-                            "as in initial_state.")
-        return new_state
-
-
-def _run(function, args, what, raw=False):
-    try:
-        result = function(*args)
-    except Fault:
-        raise
-    except NotImplementedError:
-        raise Fault(f"{what} still raises NotImplementedError.") from None
-    except Exception as error:
-        raise Fault(f"{what} raised {describe_error(error)}.") from None
-    return result if raw else to_numpy(result)
-
-
-def _specs(structure):
-    return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), structure)
-
-
-def to_numpy(structure):
-    return tf.nest.map_structure(lambda t: t.numpy() if tf.is_tensor(t) else t, structure)
-
-
-def describe_error(error):
-    text = str(error).strip().splitlines()
-    first = next((line for line in text if line.strip() and not line.startswith("Graph execution")), "")
-    first = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first).strip()
-    if len(first) > 160:
-        first = first[:157] + "..."
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-def _check_shape_dtype(decoded, x):
-    decoded = np.asarray(decoded)
-    if decoded.dtype != np.asarray(x).dtype:
-        raise Fault(f"decode returns {decoded.dtype} values for {np.asarray(x).dtype} input: "
-                    "cast back to the input's dtype.")
-    if decoded.shape != np.shape(x):
-        raise Fault(f"decode returns shape {decoded.shape} for an input of shape {np.shape(x)}: "
-                    "restore the input's shape.")
-
-
-def independent_bits(encoded):
-    return sum(np.asarray(v).size * np.asarray(v).dtype.itemsize * 8 for v in encoded.values())
-
-
-def _check_bits(encoded, counted):
-    independent = independent_bits(encoded)
-    if independent != counted:
-        raise Fault(f"helpers.sizing.tensor_bits counts {counted} bits but the encoded arrays hold "
-                    f"{independent}: some encoded value is not what it seems.")
-
-
-
-def seeded_rng():
-    return np.random.default_rng(20240605)
-
-
-def update_like(shape, scale=1e-3, rng=None):
-    """Heavy-tailed values like a model update (Student t with 3 degrees of freedom)."""
-    rng = rng or seeded_rng()
-    return (scale * rng.standard_t(3, size=shape)).astype(np.float32)
-
 
 
 def _check_commutes(runner, stage, label, exercise):
@@ -463,7 +273,7 @@ def _check_encoder(encoder, what):
         encoded, updates, counted = to_numpy(concrete(tf.constant(x)))
     except Exception as error:
         raise Fault(f"{what} fails to encode: {describe_error(error)}.") from None
-    specs = _specs(concrete.structured_outputs[0])
+    specs = specs_of(concrete.structured_outputs[0])
 
     @tf.function(autograph=False, input_signature=[specs])
     def decode(encoded):
@@ -475,7 +285,7 @@ def _check_encoder(encoder, what):
         decoded = decode(encoded).numpy()
     except Exception as error:
         raise Fault(f"{what} fails to decode: {describe_error(error)}.") from None
-    _check_shape_dtype(decoded, x)
+    check_shape_dtype(decoded, x)
     independent = independent_bits(encoded) + sum(np.asarray(u).size * np.asarray(u).dtype.itemsize * 8
                                                    for u in tf.nest.flatten(updates))
     if int(counted) != independent:

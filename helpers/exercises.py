@@ -25,7 +25,7 @@ import inspect
 import textwrap
 import typing
 
-from helpers import exercise_checks, exercise_harness, huffman, stages
+from helpers import exercise_checks, exercise_harness, exercise_runner, huffman, stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +184,10 @@ def evaluate(stage, kind):
         result = CheckResult(kind, "passed", message)
     except exercise_harness.NotAttempted as stub:
         result = CheckResult(kind, "not attempted", str(stub))
-    except exercise_harness.Fault as fault:
+    except exercise_runner.Fault as fault:
         result = CheckResult(kind, "failed", str(fault))
     except Exception as error:  # the student's code failed in a way not foreseen: say where
-        error = exercise_harness.describe_error(error)
+        error = exercise_runner.describe_error(error)
         result = CheckResult(kind, "failed", f"running the stage raised {error}.")
     _LAST[kind] = (stage, result)
     return result
@@ -219,7 +219,7 @@ def hint(kind):
 
 
 def solution_source(kind):
-    """Source code of the reference solution of ``kind`` (from :mod:`helpers.stages` and :mod:`helpers.huffman`)."""
+    """Source code of the reference solution of ``kind`` (:mod:`helpers.stages`, :mod:`helpers.huffman`)."""
     kind = exercise(kind).kind
     return "\n\n".join(source_of(getattr(stages if hasattr(stages, name) else huffman, name))
                         for name in EXERCISES[kind].solution_names)
