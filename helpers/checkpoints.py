@@ -90,14 +90,25 @@ def describe(obj, depth=0):
         except (OSError, TypeError):
             code = obj.__code__
             source = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()
-        cells = [describe(c.cell_contents, depth + 1) for c in (obj.__closure__ or ())
-                 if _cell_filled(c)]
+        # Captured functions and settings count; captured data and mutable containers (a cache
+        # the function fills as it runs) only by their type, so the text does not change as it runs.
+        cells = [describe(c.cell_contents, depth + 1) if _is_setting(c.cell_contents)
+                 else type(c.cell_contents).__qualname__
+                 for c in (obj.__closure__ or ()) if _cell_filled(c)]
         defaults = [describe(d, depth + 1) for d in (obj.__defaults__ or ())]
         return f"{obj.__module__}.{obj.__qualname__}<{source}> defaults={defaults} closure={cells}"
     if inspect.isclass(obj) or inspect.ismethod(obj) or callable(obj):
         name = getattr(obj, "__qualname__", type(obj).__qualname__)
         return f"{getattr(obj, '__module__', '')}.{name}"
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # arrays and tensors: what, not their values
+        return f"{type(obj).__qualname__}{list(obj.shape)}:{obj.dtype}"
     return _strip_addresses(f"{type(obj).__qualname__}:{obj!r}")[:2000]
+
+
+def _is_setting(value):
+    if value is None or isinstance(value, (bool, int, float, str, functools.partial)) or callable(value):
+        return True
+    return isinstance(value, tuple) and all(_is_setting(v) for v in value)
 
 
 def _cell_filled(cell):

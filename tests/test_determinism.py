@@ -23,7 +23,7 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from helpers import checkpoints, data, model, seeds
+from helpers import checkpoints, data, model, seeds, training
 
 SCRIPT = pathlib.Path(__file__).with_name("determinism_run.py")
 REPO = SCRIPT.parent.parent
@@ -295,3 +295,12 @@ def test_describe_tells_encoder_policies_apart_and_is_stable():
     assert checkpoints.describe(eight) != checkpoints.describe(four)
     assert checkpoints.describe(eight) != checkpoints.describe(compression.identity())
     assert " at 0x" not in checkpoints.describe(eight)
+
+
+def test_describe_does_not_change_once_an_evaluator_has_run():
+    test_set = tf.data.Dataset.from_tensor_slices(
+        (np.zeros([4, 28, 28, 1], np.float32), np.arange(4, dtype=np.int32))).batch(2)
+    evaluate = training.keras_evaluator(model.create_original_fedavg_cnn_model, test_set)
+    before = checkpoints.describe(evaluate)
+    evaluate(seeds.initial_model_weights(model.build_model_fn(), 0))
+    assert checkpoints.describe(evaluate) == before
