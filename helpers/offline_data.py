@@ -16,11 +16,11 @@ import tempfile
 
 import numpy as np
 import scipy.ndimage
-import tqdm
 from sklearn.datasets import load_digits
 
 from helpers import emnist_file
 from helpers.emnist_file import IMAGE_SIZE, NUM_CLASSES, SPLITS
+from helpers.progress import progress_bar
 
 # Size and writer style. Changing a style value changes the data, so bump
 # OFFLINE_VERSION with it (the cache file name contains it).
@@ -92,8 +92,8 @@ def generate_offline_emnist(path, num_writers, seed, progress=True):
     try:
         with contextlib.closing(sqlite3.connect(partial)) as connection:
             emnist_file.create_tables(connection)
-            for index, plan in enumerate(tqdm.tqdm(
-                    plans, desc="Generating offline digits", unit="writer", disable=not progress)):
+            shown = progress_bar(plans, desc="Generating offline digits", unit="writer") if progress else plans
+            for index, plan in enumerate(shown):
                 rng = np.random.default_rng([seed, 1, index])
                 for split, count, pool in zip(SPLITS[True], (plan.num_train, plan.num_test), pools):
                     labels = rng.choice(NUM_CLASSES, size=count, p=plan.label_probs)
