@@ -3,7 +3,8 @@
 One module does one thing:
 
 - ``helpers.setup``       the first cell of every notebook: versions, quiet logs, seeds
-- ``helpers.runtime``     stops TFF's worker process when Python exits
+- ``helpers.runtime``     stops TFF's worker process when Python exits; applies ``COURSE_WORKERS``
+- ``helpers.workers``     where TFF runs its rounds: one local process or several worker processes
 - ``helpers.config``      fast (smoke) mode, seeds and the folders the course writes to
 - ``helpers.data``        federated EMNIST: load it (real or offline stand-in), preprocess it
 - ``helpers.emnist_file`` TFF's EMNIST SQLite file: cache folder, layout, check, read, write
@@ -13,7 +14,11 @@ One module does one thing:
 - ``helpers.sizing``      bits of tensors and how to print them
 - ``helpers.compression`` a measured broadcast process and mean factory built from encoders
 - ``helpers.training``    build FedAvg with measured communication, run rounds, keep a history
+- ``helpers.seeds``       every random seed of a run, from its seed, the round and the client id
+- ``helpers.checkpoints`` save a training run's state every few rounds and resume it
+- ``helpers.progress``    progress of long loops: a widget in JupyterLab, plain lines headless
 - ``helpers.plotting``    the course's figures
+- ``helpers.diagrams``    the course's explanatory diagrams (a round, encoders, bit packing)
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
 - ``helpers.huffman``     Huffman coding as TensorFlow graph ops, the blocks of exercise (b)
 - ``helpers.exercises``   notebook 05's exercises, one record each: check, hint, solution

@@ -15,12 +15,13 @@
 """
 import functools
 import pathlib
+import time
 
 import numpy as np
 import pandas as pd
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, config, stages, training
+from helpers import compression, config, progress, stages, training
 from helpers import research_stages as research
 
 PARAMETERS = 1_663_370  # the CNN's values, so bits per value = bits per client / PARAMETERS
@@ -162,7 +163,9 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False)
     and trained and saved otherwise.
     """
     histories, weights = {}, []
-    for broadcast, aggregation in rows:
+    started = time.perf_counter()
+    bar = progress.progress_bar(rows, desc="sweep", unit="row")
+    for done, (broadcast, aggregation) in enumerate(bar, start=1):
         name = row_name(broadcast, aggregation)
         key = dict(settings, broadcast=broadcast, aggregation=aggregation)
         key.update({f"revision {m}": REVISIONS[m] for m in (broadcast, aggregation) if m in REVISIONS})
@@ -177,6 +180,10 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False)
         file_name = "sweep-" + name.replace("/", "+").replace(" ", "_")
         histories[(broadcast, aggregation)], _ = training.cached_history(file_name, key, train_row)
         histories[(broadcast, aggregation)].name = name
+        accuracy = histories[(broadcast, aggregation)].final_accuracy()
+        print(f"row {name}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "
+              f"[{progress.time_left(started, done, len(rows))}]")
+    bar.close()
     return histories
 
 

@@ -1,17 +1,17 @@
 """Train sweep rows from scratch (no warm start), with settings from the command line.
 
-The notebooks quote a few from-scratch runs that the course itself does not
+INSTRUCTOR.md quotes a few from-scratch runs that the course itself does not
 train; this script reproduces them. Settings start from the long run
 (``helpers.training.LONG_RUN``) and the options override them. A row is
 ``BROADCAST/AGGREGATION`` with method names of ``helpers.frontier.METHODS``.
 Each run is saved under ``outputs/runs/`` keyed by its settings, so asking
 again prints at once.
 
-    # notebook 06: one rotation per client against one shared rotation; 8-bit both ways
+    # one rotation per client against one shared rotation; 8-bit both ways
     .venv/bin/python scripts/from_scratch.py --rounds 30 --clients 5 --no-drop --eval-every 10 \\
         --rows "identity/identity" "identity/rotated 1-bit sign (DRIVE)" \\
                "identity/rotated 1-bit sign, one shared rotation" "uniform 8-bit/uniform 8-bit"
-    # notebook 03: plain FedAvg, 40 rounds; five local epochs, 30 rounds
+    # plain FedAvg, 40 rounds; five local epochs, 30 rounds
     .venv/bin/python scripts/from_scratch.py --rounds 40 --no-drop --server-lr 1.0 --momentum 0
     .venv/bin/python scripts/from_scratch.py --rounds 30 --no-drop --client-epochs 5
 """
