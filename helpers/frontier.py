@@ -14,6 +14,8 @@
 - :func:`results_table` and :func:`pareto_front` summarise the runs.
 """
 import functools
+import hashlib
+import json
 import pathlib
 import time
 
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, config, progress, stages, training
+from helpers import checkpoints, compression, config, progress, stages, training
 from helpers import research_stages as research
 
 PARAMETERS = 1_663_370  # the CNN's values, so bits per value = bits per client / PARAMETERS
@@ -70,8 +72,8 @@ SWEEP = [(IDENTITY, name) for name in METHODS if name not in NOT_SWEPT_ALONE] + 
     ("nearest 4-bit, tight", "rotated 1-bit sign (DRIVE)"),
     ("rotated 1-bit sign (DRIVE)", "rotated 1-bit sign (DRIVE)"),
 ]
-# Bump a method's revision when its code changes, so that its cached runs are not reused.
-REVISIONS = {"rotated 2-bit, tight": 3, "rotated 1-bit sign (DRIVE)": 3}
+# The course modules whose source defines a method, by the module of its encoder factory.
+METHOD_SOURCES = {"helpers.stages": ("stages", "huffman"), "helpers.research_stages": ("research_stages",)}
 
 
 def _check_method(name):
@@ -90,6 +92,27 @@ def encoder_fns(broadcast, aggregation, threshold=compression.DEFAULT_THRESHOLD)
 
     return compression.EncoderFns(broadcast=policy(broadcast).broadcast,
                                   aggregation=policy(aggregation).aggregation)
+
+
+def method_code(name):
+    """16 hex digits that change whenever the code of method ``name`` changes.
+
+    They hash the method's encoder factory with its arguments and the source of
+    the course modules that define it (and of ``helpers.compression``), so a
+    saved run of an older version of a method is never reused.
+    """
+    _check_method(name)
+    factory = METHODS[name]
+    module = getattr(getattr(factory, "func", factory), "__module__", "")
+    files = ("compression",) + METHOD_SOURCES.get(module, ())
+    text = checkpoints.describe(factory) + json.dumps(checkpoints.code_digests(files), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def row_key(settings, broadcast, aggregation):
+    """What names a row's saved run: ``settings``, the two methods and their :func:`method_code`."""
+    return dict(settings, broadcast=broadcast, aggregation=aggregation,
+                code={"broadcast": method_code(broadcast), "aggregation": method_code(aggregation)})
 
 
 def row_name(broadcast, aggregation):
@@ -159,7 +182,7 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False)
     Every row starts from :func:`warm_start`'s weights and trains
     ``settings["rounds"]`` rounds with the same clients (seed ``config.SEED + 1``).
     Each run is loaded from ``outputs/runs/`` when one with exactly the same
-    configuration (settings, methods and their :data:`REVISIONS`) was saved,
+    configuration (settings, methods and :func:`method_code`) was saved,
     and trained and saved otherwise.
     """
     histories, weights = {}, []
@@ -167,8 +190,7 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False)
     bar = progress.progress_bar(rows, desc="sweep", unit="row")
     for done, (broadcast, aggregation) in enumerate(bar, start=1):
         name = row_name(broadcast, aggregation)
-        key = dict(settings, broadcast=broadcast, aggregation=aggregation)
-        key.update({f"revision {m}": REVISIONS[m] for m in (broadcast, aggregation) if m in REVISIONS})
+        key = row_key(settings, broadcast, aggregation)
         encoders = encoder_fns(broadcast, aggregation)
 
         def train_row(encoders=encoders, name=name):

@@ -75,10 +75,8 @@ def main():
         settings = settings_from(args, momentum)
         for broadcast, aggregation in args.rows:
             name = frontier.row_name(broadcast, aggregation)
-            key = dict(settings, broadcast=broadcast, aggregation=aggregation, seed=args.seed,
-                       clients=len(train.client_ids), from_scratch=True)
-            key.update({f"revision {m}": frontier.REVISIONS[m] for m in (broadcast, aggregation)
-                        if m in frontier.REVISIONS})
+            key = frontier.row_key(dict(settings, seed=args.seed, clients=len(train.client_ids),
+                                        from_scratch=True), broadcast, aggregation)
             history, _ = training.cached_history(
                 "scratch-" + name.replace("/", "+").replace(" ", "_"), key,
                 lambda: training.train_fed_avg(model_fn, frontier.encoder_fns(broadcast, aggregation),

@@ -1,4 +1,5 @@
 """Fast-mode parsing, the runs' settings, and the keys that saved runs are found by."""
+import functools
 import hashlib
 
 import pytest
@@ -79,7 +80,7 @@ def test_cached_history_trains_once_per_settings(tmp_path, monkeypatch, capsys):
     assert calls == [0, 1]
 
 
-def test_sweep_rows_are_cached_under_their_settings_methods_and_revisions(tmp_path, monkeypatch):
+def test_sweep_rows_are_cached_under_their_settings_methods_and_code(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
     trained = []
 
@@ -100,8 +101,22 @@ def test_sweep_rows_are_cached_under_their_settings_methods_and_revisions(tmp_pa
     histories = sweep()
     assert trained == [frontier.IDENTITY, sign]  # the second sweep loaded both rows
     assert [h.name for h in histories.values()] == [frontier.IDENTITY, sign]
-    monkeypatch.setitem(frontier.REVISIONS, sign, frontier.REVISIONS[sign] + 1)
+    monkeypatch.setitem(frontier.METHODS, sign, functools.partial(frontier.METHODS[sign], block_size=512))
     sweep()
-    assert trained[2:] == [sign]  # only the revised method trains again
+    assert trained[2:] == [sign]  # only the changed method trains again
     sweep(dict(settings, rounds=settings["rounds"] + 1), rows[:1])
     assert trained[3:] == [frontier.IDENTITY]
+
+
+def test_method_code_follows_the_methods_source(monkeypatch):
+    sign, eight = "rotated 1-bit sign (DRIVE)", "uniform 8-bit"
+    before = {name: frontier.method_code(name) for name in (sign, eight)}
+    assert before == {name: frontier.method_code(name) for name in (sign, eight)}  # stable
+    real = frontier.checkpoints.code_digests
+
+    def edited(files):  # as if research_stages.py had been edited
+        return {f: (d + "x" if "research_stages" in f else d) for f, d in real(files).items()}
+
+    monkeypatch.setattr(frontier.checkpoints, "code_digests", edited)
+    assert frontier.method_code(sign) != before[sign]
+    assert frontier.method_code(eight) == before[eight]  # tfmot's own method: only compression counts
