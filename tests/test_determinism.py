@@ -7,7 +7,8 @@ model (an "extra cell") with TF's global seed set as notebooks set it, once
 killed with SIGKILL after its round-1 checkpoint and started again, once with
 other settings next to that checkpoint, and once on a damaged checkpoint.
 Identity encoding: tfmot's stochastic rounding cannot be seeded
-(:mod:`helpers.seeds`). History comparisons leave out ``seconds`` (wall time).
+(:mod:`helpers.seeds`). History comparisons leave out ``seconds`` (wall time)
+and compare the Keras test loss to 1e-7 (see ``_assert_same``).
 """
 import json
 import os
@@ -128,10 +129,20 @@ def runs(tmp_path_factory):
 
 
 def _assert_same(a, b):
+    """Bit-identical weights; identical rounds (clients, training loss and accuracy, bits) and test accuracy.
+
+    The test loss is computed by Keras in this Python process, not in TFF's worker: on a loaded
+    machine its float32 forward pass has differed in the 10th digit between processes for the same
+    weights, so it is compared to 1e-7 relative (the accuracy, a count, exactly).
+    """
     assert len(a["weights"]) == len(b["weights"]) == 8
     for x, y in zip(a["weights"], b["weights"]):
         assert x.dtype == y.dtype and np.array_equal(x, y)
-    assert a["history"] == b["history"]
+    assert a["history"]["rounds"] == b["history"]["rounds"]
+    assert a["history"]["config"] == b["history"]["config"]
+    evals_a, evals_b = a["history"]["evals"], b["history"]["evals"]
+    assert [(e["round"], e["accuracy"]) for e in evals_a] == [(e["round"], e["accuracy"]) for e in evals_b]
+    np.testing.assert_allclose([e["loss"] for e in evals_a], [e["loss"] for e in evals_b], rtol=1e-7, atol=0)
 
 
 def test_two_fresh_processes_give_bit_identical_weights_and_history(runs):
