@@ -142,8 +142,8 @@ def warm_start_settings(settings):
     must end before it. ``settings["clients"]`` (the number of training
     clients, when given) is kept so that another dataset gets another key.
     """
-    warm = dict(training.run_settings("long"), rounds=settings["warm_rounds"], eval_every=None,
-                clients=settings.get("clients"))
+    warm = dict(_long_run(settings), rounds=settings["warm_rounds"], eval_every=None)
+    warm.pop("keep_model_after", None)
     drop = warm.pop("server_lr_drop", None)  # the long run's rounds before its drop are the warm-up
     if drop is not None and drop[0] < warm["rounds"]:
         raise ValueError(f"the warm start ({warm['rounds']} rounds) must end before the long run's "
@@ -151,17 +151,24 @@ def warm_start_settings(settings):
     return warm
 
 
+def _long_run(settings):
+    """Notebook 03's long run on the same data as these sweep ``settings`` (their ``clients``)."""
+    return dict(training.run_settings("long"), clients=settings.get("clients"))
+
+
 def warm_start_path(settings):
-    """Where the warm start's weights of these sweep ``settings`` are saved (``outputs/runs/*.npz``)."""
-    key = training.settings_key(warm_start_settings(settings))
-    return config.output_dir("runs") / f"sweep-warm-start-{key}.npz"
+    """Where the long run keeps its model after ``settings["warm_rounds"]`` rounds (:func:`helpers.training.kept_model_path`)."""
+    warm_start_settings(settings)  # checks that the warm start ends before the server step drops
+    return training.kept_model_path(_long_run(settings), settings["warm_rounds"])
 
 
 def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
     """Model weights after ``settings["warm_rounds"]`` rounds of the uncompressed long run.
 
-    The same clients and optimizers as notebook 03's baseline, which saves
-    its weights at that round to :func:`warm_start_path`. Every sweep row
+    Notebook 03's long run keeps its model after that round at
+    :func:`warm_start_path`. If it is missing, the long run's first rounds are
+    trained here (the same seeds, clients and optimizers, so the same model)
+    and kept there. Every sweep row
     starts from these weights, so rows are compared once training is under
     way rather than in its erratic first rounds. Loaded when saved, trained
     (and saved) otherwise. Returns a ``tff.learning.models.ModelWeights``.

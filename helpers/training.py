@@ -29,9 +29,11 @@ BITS_KEYS = ("broadcast_bits", "aggregated_bits")
 # mode both shrink to a smoke size.
 TUTORIAL = dict(rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02, server_lr=1.0,
                 eval_every=5)
+# The long run keeps its model after round 70, where its server step drops: notebooks 04 and 06
+# start their short runs from there (kept_models).
 LONG_RUN = dict(rounds=100, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=0.5,
-                server_momentum=0.9, server_lr_drop=[70, 0.1], eval_every=10)
-FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1)
+                server_momentum=0.9, server_lr_drop=[70, 0.1], eval_every=10, keep_model_after=[70])
+FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1, keep_model_after=[1])
 
 
 def run_settings(name):
@@ -389,6 +391,16 @@ def _as_tuple(*batch):
 def settings_key(settings):
     """A 12-hex-digit hash of a JSON-serialisable settings dict, to name saved runs."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def kept_model_path(settings, round_num):
+    """Where a run with ``settings`` keeps its global model after ``round_num`` rounds (``outputs/runs/*.npz``)."""
+    return config.output_dir("runs") / f"model-{settings_key(settings)}-after-round-{round_num}.npz"
+
+
+def kept_models(settings):
+    """``{round: path}`` for each round in ``settings["keep_model_after"]``: pass it as ``snapshots``."""
+    return {r: kept_model_path(settings, r) for r in settings.get("keep_model_after", ())}
 
 
 def cached_history(name, settings, train_fn, checkpoint_every=checkpoints.DEFAULT_EVERY):

@@ -226,6 +226,17 @@ def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch
     assert [a.tolist() for a in loaded] == [a.tolist() for a in weights]
 
 
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_the_sweep_starts_where_notebook_03s_long_run_keeps_its_model(monkeypatch, tmp_path, fast):
+    """Notebook 03 keeps the long run's model with training.kept_models; the sweep finds it there."""
+    monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setenv("COURSE_FAST", fast)
+    long_settings = dict(training.run_settings("long"), clients=12)  # as notebook 03 builds it
+    sweep = dict(frontier.sweep_settings(), clients=12)
+    assert frontier.warm_start_path(sweep) == training.kept_models(long_settings)[sweep["warm_rounds"]]
+    assert sweep["warm_rounds"] <= long_settings["rounds"]
+
+
 def test_warm_start_must_end_before_the_long_runs_drop():
     warm = frontier.warm_start_settings(frontier.SWEEP_RUN)
     assert "server_lr_drop" not in warm and warm["server_lr"] == training.LONG_RUN["server_lr"]
