@@ -2,6 +2,7 @@
 #   make course   run every notebook at full size, executed copies in outputs/notebooks/
 #   make test     `pytest --nbval`: the tests and every notebook in fast mode (conftest.py)
 #   make lab      JupyterLab on the notebooks
+#   make test-slow     the tests marked slow: training runs in fresh processes (CI runs them)
 #   make test-browser  the course in JupyterLab in headless Chromium (apt-get install chromium)
 #   make bench    speed figures, saved under outputs/bench/
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
@@ -13,9 +14,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-browser course bench: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser course bench: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course test test-browser lab bench exercises lock clean-env
+.PHONY: env course test test-slow test-browser lab bench exercises lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -31,6 +32,10 @@ course: env
 # LAB_ARGS adds options, e.g. make lab LAB_ARGS="--no-browser --ServerApp.port=8899"
 lab: env
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+test-slow: env
+	$(PY) -m pytest --slow -m slow -q
+	@scripts/check_no_workers.sh
 
 test-browser: env
 	$(PY) -m pytest --browser tests/browser -q

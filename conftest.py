@@ -4,7 +4,8 @@
 - Notebooks run in fast mode (``COURSE_FAST=1``) unless the caller set ``COURSE_FAST``, headless
   (``COURSE_HEADLESS=1``: plain-text progress, no TensorBoard) and with their outputs in a
   temporary folder unless ``COURSE_OUTPUT_DIR`` is set. The kernel is this Python's own.
-- ``--browser`` adds the JupyterLab browser test (tests/browser/), which `make test-browser` runs.
+- ``--browser`` adds the JupyterLab browser test (tests/browser/), which `make test-browser` runs;
+  ``--slow`` adds the tests marked ``slow`` (training runs in fresh processes), which `make test-slow` runs.
 """
 import importlib.util
 import os
@@ -53,6 +54,18 @@ FAST_CELL_TIMEOUT_SECONDS = 900
 def pytest_addoption(parser):
     parser.addoption("--browser", action="store_true",
                      help="also run the JupyterLab browser test in tests/browser/ (make test-browser)")
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow: training runs in fresh processes (make test-slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the tests marked ``slow`` unless ``--slow`` asks for them (CI runs them: make test-slow)."""
+    if config.getoption("slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def pytest_configure(config):

@@ -145,6 +145,7 @@ def _assert_same(a, b):
     np.testing.assert_allclose([e["loss"] for e in evals_a], [e["loss"] for e in evals_b], rtol=1e-7, atol=0)
 
 
+@pytest.mark.slow
 def test_two_fresh_processes_give_bit_identical_weights_and_history(runs):
     _assert_same(runs["first"], runs["second"])
     history = runs["first"]["history"]
@@ -155,10 +156,12 @@ def test_two_fresh_processes_give_bit_identical_weights_and_history(runs):
     assert any(not np.allclose(w, i) for w, i in zip(runs["first"]["weights"], initial.trainable))
 
 
+@pytest.mark.slow
 def test_an_extra_cell_and_tf_global_seed_do_not_change_the_result(runs):
     _assert_same(runs["first"], runs["extra_cell"])
 
 
+@pytest.mark.slow
 def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(runs):
     assert runs["killed_code"] == -signal.SIGKILL
     assert not runs["killed_wrote_result"]
@@ -168,6 +171,7 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(runs)
     _assert_same(runs["first"], runs["resumed"])
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_settings_is_reported_and_not_used(runs):
     (run_folder,) = runs["run_folders"]
     out = runs["other"]["out"]
@@ -180,6 +184,7 @@ def test_checkpoint_of_other_settings_is_reported_and_not_used(runs):
     assert not np.array_equal(runs["other"]["weights"][0], runs["first"]["weights"][0])
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_gives_a_clear_message_and_deletes_nothing(runs):
     damaged = runs["damaged"]
     assert damaged["code"] != 0
