@@ -55,6 +55,15 @@ METHODS = {
     "rotated 1-bit sign, one shared rotation": functools.partial(research.rotated_sign_encoder,
                                                                  shared_seed=config.SEED),
 }
+# A short id of each method, for cache keys and file names; the names above are its display labels.
+SLUGS = {
+    IDENTITY: "identity", "uniform 8-bit": "uniform8", "uniform 4-bit": "uniform4",
+    "uniform 2-bit": "uniform2", "uniform 1-bit": "uniform1", "Hadamard 4-bit": "hadamard4",
+    "Kashin 4-bit": "kashin4", "non-uniform 4-bit (05a)": "nonuniform4", "8-bit + Huffman (05b)": "huffman8",
+    "adaptive 4-bit (05c)": "adaptive4", "rotated 2-bit, tight": "rotated2-tight",
+    "rotated 1-bit sign (DRIVE)": "drive1", "top-1% values + indices": "topk1pct",
+    "nearest 4-bit, tight": "nearest4-tight", "rotated 1-bit sign, one shared rotation": "drive1-shared",
+}
 # Methods the sweep does not run on the aggregation alone: a broadcast encoder,
 # and a comparison that `scripts/from_scratch.py` runs (notebook 06 discusses it).
 NOT_SWEPT_ALONE = ("nearest 4-bit, tight", "rotated 1-bit sign, one shared rotation")
@@ -111,8 +120,15 @@ def method_code(name):
 
 def row_key(settings, broadcast, aggregation):
     """What names a row's saved run: ``settings``, the two methods and their :func:`method_code`."""
-    return dict(settings, broadcast=broadcast, aggregation=aggregation,
+    return dict(settings, broadcast=SLUGS[broadcast], aggregation=SLUGS[aggregation],
                 code={"broadcast": method_code(broadcast), "aggregation": method_code(aggregation)})
+
+
+def row_slug(broadcast, aggregation):
+    """``"<broadcast slug>--<aggregation slug>"``: a row's id in cache keys and file names."""
+    _check_method(broadcast)
+    _check_method(aggregation)
+    return f"{SLUGS[broadcast]}--{SLUGS[aggregation]}"
 
 
 def row_name(broadcast, aggregation):
@@ -206,7 +222,7 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, verbose=False)
             return training.train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name,
                                           verbose=verbose, initial_weights=weights[0], seed=config.SEED + 1)
 
-        file_name = "sweep-" + name.replace("/", "+").replace(" ", "_")
+        file_name = "sweep-" + row_slug(broadcast, aggregation)
         histories[(broadcast, aggregation)], _ = training.cached_history(file_name, key, train_row)
         histories[(broadcast, aggregation)].name = name
         accuracy = histories[(broadcast, aggregation)].final_accuracy()

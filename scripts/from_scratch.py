@@ -78,7 +78,7 @@ def main():
             key = frontier.row_key(dict(settings, seed=args.seed, clients=len(train.client_ids),
                                         from_scratch=True), broadcast, aggregation)
             history, _ = training.cached_history(
-                "scratch-" + name.replace("/", "+").replace(" ", "_"), key,
+                "scratch-" + frontier.row_slug(broadcast, aggregation), key,
                 lambda: training.train_fed_avg(model_fn, frontier.encoder_fns(broadcast, aggregation),
                                                settings, train, evaluate, name=name, verbose=False,
                                                seed=args.seed))

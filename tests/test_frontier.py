@@ -5,6 +5,7 @@ The measured bits come from a real aggregation round of
 is a formula from how each method writes its output.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -255,3 +256,12 @@ def test_target_lines_name_the_best_row_or_say_not_met():
     assert len(lines) == len(frontier.TARGETS) == 3
     assert lines[0].endswith("met by identity / rotated 1-bit sign (DRIVE) (27.8x, -0.50 points)")
     assert lines[1].endswith("not met") and lines[2].endswith("not met")
+
+
+def test_every_method_has_a_unique_short_slug_for_keys_and_file_names():
+    assert set(frontier.SLUGS) == set(frontier.METHODS)
+    assert len(set(frontier.SLUGS.values())) == len(frontier.SLUGS)
+    assert all(re.fullmatch(r"[a-z0-9-]{2,16}", slug) for slug in frontier.SLUGS.values())
+    assert frontier.row_slug("uniform 8-bit", "rotated 1-bit sign (DRIVE)") == "uniform8--drive1"
+    with pytest.raises(ValueError, match="unknown method"):
+        frontier.row_slug("uniform 3-bit", "identity")
