@@ -30,16 +30,15 @@ def display_mode():
 def progress_bar(iterable, desc, unit, total=None):
     """``iterable`` with a progress bar of ``total`` steps named ``desc``, as this place shows progress.
 
-    Returns an iterable with a ``close()`` method; in ``"lines"`` mode it draws nothing.
+    Returns a tqdm iterable (with ``close()``); in ``"lines"`` mode it is disabled and draws nothing.
     """
     mode = display_mode()
     if mode == "widget":
         from tqdm.notebook import tqdm
         return tqdm(iterable, desc=desc, unit=unit, total=total)
-    if mode == "terminal":
-        from tqdm.std import tqdm
-        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False, mininterval=1.0)
-    return _Plain(iterable)
+    from tqdm.std import tqdm
+    return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False, mininterval=1.0,
+                disable=mode == "lines")
 
 
 def time_left(start, done, total):
@@ -58,15 +57,3 @@ def _format_seconds(seconds):
     seconds = round(seconds)
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60} s"
 
-
-class _Plain:
-    """An iterable that draws nothing, with tqdm's ``close()``."""
-
-    def __init__(self, iterable):
-        self._iterable = iterable
-
-    def __iter__(self):
-        return iter(self._iterable)
-
-    def close(self):
-        pass

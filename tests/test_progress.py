@@ -6,12 +6,21 @@ import pytest
 from helpers import progress
 
 
-def test_headless_runs_draw_no_bar(monkeypatch):
+def test_headless_runs_draw_no_bar(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_HEADLESS", "1")
     assert progress.display_mode() == "lines"
     bar = progress.progress_bar(range(3), desc="run", unit="round")
     assert list(bar) == [0, 1, 2]
-    assert not hasattr(bar, "n")  # not a tqdm object: nothing is drawn on stderr
+    bar.close()
+    assert capsys.readouterr() == ("", "")  # nothing on stderr (or stdout)
+
+
+def test_a_terminal_bar_draws_on_stderr(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_HEADLESS", "0")
+    bar = progress.progress_bar(range(2), desc="run", unit="round")
+    list(bar)
+    bar.close()
+    assert "run" in capsys.readouterr().err
 
 
 def test_a_terminal_gets_a_text_bar(monkeypatch):
