@@ -52,7 +52,7 @@ bench: env
 workers: PORT ?= 8000
 workers: CONCURRENCY ?= -1
 workers: env
-	$(PY) -m helpers.workers --port "$(PORT)" --concurrency "$(CONCURRENCY)"
+	$(PY) -m helpers.serve_worker --port "$(PORT)" --concurrency "$(CONCURRENCY)"
 
 exercises: env
 	$(PY) scripts/make_exercises.py

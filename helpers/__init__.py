@@ -4,7 +4,11 @@ One module does one thing:
 
 - ``helpers.setup``       the first cell of every notebook: versions, quiet logs, seeds
 - ``helpers.runtime``     stops TFF's worker process when Python exits; applies ``COURSE_WORKERS``
-- ``helpers.workers``     where TFF runs its rounds: one local process or several worker processes
+- ``helpers.workers``     where TFF runs its rounds: one local process or several workers (COURSE_WORKERS)
+- ``helpers.worker_spec`` the values COURSE_WORKERS takes: a number of local workers or host:port addresses
+- ``helpers.worker_processes`` start and stop TFF ``worker_binary`` processes on this machine
+- ``helpers.worker_connection`` the driver's link to one worker: TFF's RemoteExecutor, bytes, bounded retries
+- ``helpers.serve_worker`` ``make workers``: one worker in the foreground for another machine's driver
 - ``helpers.config``      fast (smoke) mode, seeds and the folders the course writes to
 - ``helpers.data``        federated EMNIST: load it (real or offline stand-in), preprocess it
 - ``helpers.emnist_file`` TFF's EMNIST SQLite file: cache folder, layout, check, read, write

@@ -9,7 +9,7 @@ It also applies ``COURSE_WORKERS`` (see :mod:`helpers.workers`): every
 notebook, script and test helper imports this module through
 ``helpers.training`` or ``helpers.compression``, so setting that variable
 before Python starts moves every round onto those workers. The workers that
-:mod:`helpers.workers` starts are not "TFF's own" helper process:
+:mod:`helpers.worker_processes` starts are not "TFF's own" helper process:
 :func:`tff_worker_pids` and :func:`stop_tff_workers` leave them alone unless
 asked (``scale_out=True``), and the exit hook stops them too.
 """
@@ -22,11 +22,11 @@ import time
 import psutil
 
 _WORKER_NAME = "worker_binary"
-_SCALE_OUT_PIDS = set()  # workers started by helpers.workers, which stops them itself
+_SCALE_OUT_PIDS = set()  # workers started by helpers.worker_processes, which stops them itself
 
 
 def register_scale_out_worker(pid):
-    """Mark ``pid`` as a worker started by :mod:`helpers.workers` (skipped unless ``scale_out=True``)."""
+    """Mark ``pid`` as a worker started by :mod:`helpers.worker_processes` (skipped unless ``scale_out=True``)."""
     _SCALE_OUT_PIDS.add(pid)
 
 
@@ -38,7 +38,7 @@ def forget_scale_out_worker(pid):
 def tff_worker_pids(parent_pid=None, scale_out=False):
     """PIDs of TFF ``worker_binary`` processes started by ``parent_pid`` (default: this process).
 
-    The workers :mod:`helpers.workers` started are included only with ``scale_out=True``.
+    The workers :mod:`helpers.worker_processes` started are included only with ``scale_out=True``.
     """
     parent = psutil.Process(parent_pid or os.getpid())
     pids = []
@@ -54,7 +54,7 @@ def tff_worker_pids(parent_pid=None, scale_out=False):
 def stop_tff_workers(timeout_seconds=5.0, scale_out=False):
     """Stop this process's TFF workers (SIGINT, then SIGKILL); returns how many were stopped.
 
-    ``scale_out=True`` also stops the workers :mod:`helpers.workers` started.
+    ``scale_out=True`` also stops the workers :mod:`helpers.worker_processes` started.
     """
     pids = tff_worker_pids(scale_out=scale_out)
     for pid in pids:
