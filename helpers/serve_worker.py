@@ -25,7 +25,7 @@ def exposure_notice(port):
     shown = ", ".join(addresses + ["127.0.0.1"])
     return (
         f"Starting a TFF worker on port {port} of {socket.gethostname()}.\n"
-        f"  It listens on ALL network interfaces ({shown}, 127.0.0.1), with no authentication and no\n"
+        f"  It listens on ALL network interfaces ({shown}), with no authentication and no\n"
         f"  encryption, and runs any TensorFlow graph it is sent: whoever reaches port {port} can run code\n"
         f"  here as {getpass.getuser()}. Reach it only through a private network, an SSH tunnel\n"
         f"  (on the driver: ssh -N -L {port}:127.0.0.1:{port} <this machine>, then COURSE_WORKERS=127.0.0.1:{port})\n"
