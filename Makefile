@@ -5,6 +5,7 @@
 #   make test-slow     the tests marked slow: training runs in fresh processes (CI runs them)
 #   make test-browser  the course in JupyterLab in headless Chromium (apt-get install chromium)
 #   make bench    speed figures, saved under outputs/bench/
+#   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
 #   make workers  one TFF worker on this machine for another machine's driver (PORT=8000 CONCURRENCY=-1)
 SHELL := /bin/bash
@@ -14,9 +15,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser course bench: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course test test-slow test-browser lab bench exercises lock clean-env
+.PHONY: env course test test-slow test-browser lab bench frontier exercises lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -44,6 +45,11 @@ test-browser: env
 bench: env
 	$(PY) scripts/bench.py
 	$(PY) scripts/scaling_out.py
+	@scripts/check_no_workers.sh
+
+# The from-scratch frontier (notebook 06 shows it when present): SEEDS sets COURSE_SEEDS, ROWS picks rows.
+frontier: env
+	$(if $(SEEDS),COURSE_SEEDS=$(SEEDS)) $(PY) scripts/frontier_from_scratch.py $(if $(ROWS),--rows $(ROWS))
 	@scripts/check_no_workers.sh
 
 # One TFF worker_binary in the foreground for a driver on another machine (COURSE_WORKERS=<this host>:PORT).

@@ -17,7 +17,10 @@ One module does one thing:
 - ``helpers.model``       the original FedAvg CNN and its TFF ``model_fn``
 - ``helpers.sizing``      bits of tensors and how to print them
 - ``helpers.compression`` a measured broadcast process and mean factory built from encoders
-- ``helpers.training``    build FedAvg with measured communication, run rounds, keep a history
+- ``helpers.runs``        a run's settings (a frozen dataclass), the course's runs, saved runs by key
+- ``helpers.training``    build FedAvg with measured communication, run rounds, train over paired seeds
+- ``helpers.history``     what happened in a run, round by round; saved as JSON
+- ``helpers.intervals``   paired comparisons: mean difference to a reference, confidence interval
 - ``helpers.seeds``       every random seed of a run, from its seed, the round and the client id
 - ``helpers.checkpoints`` save a training run's state every few rounds and resume it
 - ``helpers.progress``    progress of long loops: a widget in JupyterLab, plain lines headless

@@ -16,7 +16,7 @@ Checkpoints of the same run name from other settings or code are reported
 run with :class:`CheckpointError`, naming the folder and what to delete;
 nothing is deleted for you.
 
-``helpers.training.cached_history`` turns checkpoints on for the long runs
+``helpers.runs.cached_history`` turns checkpoints on for the long runs
 (:func:`enabled`): under ``outputs/checkpoints/`` every
 :data:`DEFAULT_EVERY` rounds, removed once the run's history is saved.
 """

@@ -5,6 +5,8 @@
   does not.
 - ``COURSE_DATA_SOURCE`` forces the data source: ``auto`` (default), ``tff``
   or ``offline``.
+- ``COURSE_SEEDS`` is how many paired seeds every comparison trains: 3 by
+  default, 2 in fast mode; more (``COURSE_SEEDS=10``) is the research mode.
 - ``COURSE_OUTPUT_DIR`` is where executed notebooks, TensorBoard logs and
   benchmark results go (default: ``outputs/`` in the repository, or the
   current folder's ``outputs/`` when the package is used elsewhere).
@@ -33,6 +35,21 @@ def fast_mode() -> bool:
         f"COURSE_FAST={value!r} is not understood: use COURSE_FAST=1 for the "
         "smoke size or COURSE_FAST=0 (or unset it) for the full course."
     )
+
+
+def seeds() -> tuple:
+    """The run seeds every comparison trains: ``SEED, SEED + 1, ...``, as many as ``COURSE_SEEDS`` says.
+
+    The default is 3 seeds (2 in fast mode). A confidence interval needs at
+    least 2, so ``COURSE_SEEDS`` must be an integer of 2 or more.
+    """
+    text = os.environ.get("COURSE_SEEDS", "").strip()
+    if not text:
+        return tuple(range(SEED, SEED + (2 if fast_mode() else 3)))
+    if not text.isdigit() or int(text) < 2:
+        raise ValueError(f"COURSE_SEEDS={text!r} is not understood: give the number of paired seeds, "
+                         "an integer of 2 or more (3 is the course's default), or unset it.")
+    return tuple(range(SEED, SEED + int(text)))
 
 
 def pick(full, fast):

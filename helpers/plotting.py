@@ -1,12 +1,12 @@
 """The course's figures. Every function draws on a matplotlib ``Axes`` and returns it.
 
 Bits are plotted in Mibit (2**20 bits) and labelled so; several runs
-(:class:`helpers.training.History`) can be overlaid, each labelled by its name.
+(:class:`helpers.history.History`) can be overlaid, each labelled by its name.
 """
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers import sizing
+from helpers import intervals, sizing
 
 
 def _axes(ax):
@@ -132,29 +132,62 @@ def plot_digits(images_by_writer, max_per_writer=8):
 
 
 def plot_frontier(table, bits_column, ax=None, title=None):
-    """Test accuracy (%) against ``bits_column`` (Mibit, log scale) of every row of ``table``.
+    """Accuracy change against identity (points, with confidence intervals) against ``bits_column`` of every row.
 
     ``table`` is :func:`helpers.frontier.results_table`'s DataFrame;
     ``bits_column`` is ``"aggregated bits"`` or ``"total bits"`` (broadcast +
-    aggregated). Points on the Pareto front (no other point has fewer bits and
-    higher accuracy) are joined by a line; each point is labelled.
+    aggregated), in Mibit on a log scale. Each point is the mean paired
+    difference over seeds; its error bar is the confidence interval. Points on
+    the Pareto front of the means (no other point has fewer bits and a higher
+    mean) are joined by a line; each point is labelled.
     """
     from helpers import frontier
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.5))[1]
     bits = (table["broadcast bits"] + table["aggregated bits"] if bits_column == "total bits"
             else table[bits_column]).to_numpy() / 2**20
-    accuracy = table["test accuracy (%)"].to_numpy()
-    front = frontier.pareto_front(bits, accuracy)
-    ax.scatter(bits[~front], accuracy[~front], color="tab:gray", label="dominated")
+    change = table["accuracy change (points)"].to_numpy()
+    errors = [change - table["change CI low"].to_numpy(), table["change CI high"].to_numpy() - change]
+    front = frontier.pareto_front(bits, change)
+    ax.errorbar(bits, change, yerr=errors, fmt="none", ecolor="tab:gray", alpha=0.6, capsize=2)
+    ax.scatter(bits[~front], change[~front], color="tab:gray", label="dominated", zorder=3)
     order = np.argsort(bits[front])
-    ax.plot(bits[front][order], accuracy[front][order], "o-", color="tab:red", label="Pareto front")
-    for x, y, (_, row) in zip(bits, accuracy, table.iterrows()):
+    ax.plot(bits[front][order], change[front][order], "o-", color="tab:red", label="Pareto front (means)", zorder=3)
+    ax.axhline(0, color="black", linewidth=0.8)
+    for x, y, (_, row) in zip(bits, change, table.iterrows()):
         label = row["aggregation"] if row["direction"] == frontier.AGGREGATION_ONLY else \
             f"{row['broadcast']} / {row['aggregation']}"  # broadcast / aggregation
         ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel(f"{bits_column}, all rounds and clients (Mibit, log scale)")
-    ax.set_ylabel("final test accuracy (%)")
+    ax.set_xlabel(f"{bits_column}, all rounds and clients of one run (Mibit, log scale)")
+    ax.set_ylabel(f"accuracy change vs identity (points)\nmean and {intervals.CONFIDENCE:.0%} CI, {_seeds(table)}")
     ax.set_title(title or bits_column)
     ax.legend(loc="lower right")
     return ax
+
+
+def plot_changes(labels, changes, ax=None, title=None):
+    """One horizontal bar per comparison: the mean paired difference and its confidence interval.
+
+    ``labels`` names each row; ``changes`` holds their
+    :class:`helpers.intervals.Interval` (in points). A vertical line marks no
+    difference: an interval crossing it shows no difference at its confidence.
+    """
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))[1]
+    y = np.arange(len(labels))[::-1]
+    means = np.array([c.mean for c in changes])
+    errors = [means - [c.low for c in changes], [c.high for c in changes] - means]
+    colors = ["tab:red" if c.high < 0 else "tab:green" if c.low > 0 else "tab:blue" for c in changes]
+    ax.errorbar(means, y, xerr=errors, fmt="none", ecolor=colors, capsize=3)
+    ax.scatter(means, y, color=colors, zorder=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, labels)
+    first = changes[0] if changes else None
+    ax.set_xlabel("test accuracy change (points), mean and "
+                  + (f"{first.confidence:.0%} CI over {first.n} paired seeds" if first else "CI"))
+    ax.set_title(title or "difference to the reference")
+    return ax
+
+
+def _seeds(table):
+    seeds = sorted(set(int(n) for n in table["seeds"]))
+    return f"{seeds[0]} paired seeds" if len(seeds) == 1 else f"{seeds} paired seeds"

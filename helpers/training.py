@@ -7,10 +7,11 @@ clients with a seeded generator, runs ``process.next``, prints the seed
 tutorial's per-round line (loss, accuracy, broadcast and aggregated bits, and
 their running totals), writes TensorBoard scalars, and every ``eval_every``
 rounds evaluates the global model on the test split. It returns a
-:class:`History` that saves to and loads from a JSON file.
+:class:`helpers.history.History`. :func:`train_fed_avg` trains one run of a
+:class:`helpers.runs.RunSettings`; :func:`train_paired` trains it once per seed,
+for paired comparisons (:mod:`helpers.intervals`).
 """
 import hashlib
-import json
 import math
 import pathlib
 import time
@@ -20,88 +21,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
-from helpers import checkpoints, compression, config, data, progress, seeds, sizing
-
-BITS_KEYS = ("broadcast_bits", "aggregated_bits")
-
-# The two runs of the course. TUTORIAL is the seed tutorial's; LONG_RUN trains
-# long enough to show real learning (notebook 03 explains the choices). In fast
-# mode both shrink to a smoke size.
-TUTORIAL = dict(rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02, server_lr=1.0,
-                eval_every=5)
-# The long run keeps its model after round 70, where its server step drops: notebooks 04 and 06
-# start their short runs from there (kept_models).
-LONG_RUN = dict(rounds=100, clients_per_round=10, client_epochs=1, client_lr=0.1, server_lr=0.5,
-                server_momentum=0.9, server_lr_drop=[70, 0.1], eval_every=10, keep_model_after=[70])
-FAST_SIZE = dict(rounds=2, clients_per_round=3, eval_every=1, keep_model_after=[1])
-
-
-def run_settings(name):
-    """The settings dict of ``"tutorial"`` or ``"long"``, shrunk to a smoke size in fast mode.
-
-    The sweep's settings are :func:`helpers.frontier.sweep_settings`.
-    """
-    runs = {"tutorial": TUTORIAL, "long": LONG_RUN}
-    if name not in runs:
-        raise ValueError(f"unknown run {name!r}; choose one of {sorted(runs)}.")
-    settings = dict(runs[name], fast=config.fast_mode())
-    if settings["fast"]:
-        settings.update(FAST_SIZE)
-    return settings
-
-
-class History:
-    """Per-round records of one run: ``rounds`` (list of dicts) and ``evals`` (list of dicts).
-
-    Each round record has ``round`` (1-based), ``clients``, ``seconds``,
-    ``loss``, ``accuracy``, ``broadcast_bits``, ``aggregated_bits``, their
-    ``cumulative_*`` totals, and every other scalar metric of the process
-    under its ``section/name`` path. Each eval record has ``round``, ``loss``
-    and ``accuracy`` on the test split.
-    """
-
-    def __init__(self, name, config=None, rounds=None, evals=None):
-        self.name = name
-        self.config = dict(config or {})
-        self.rounds = list(rounds or [])
-        self.evals = list(evals or [])
-
-    def column(self, key):
-        """Values of ``key`` across rounds, as a numpy array."""
-        return np.array([r[key] for r in self.rounds])
-
-    def final_accuracy(self):
-        """Test accuracy of the last evaluation (a fraction), or None if never evaluated."""
-        return self.evals[-1]["accuracy"] if self.evals else None
-
-    def total_bits(self, key):
-        """Bits of ``key`` (``broadcast_bits`` or ``aggregated_bits``) summed over all rounds."""
-        return int(sum(r[key] for r in self.rounds))
-
-    def save(self, path):
-        """Write the history as JSON to ``path``; returns the path."""
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = dict(name=self.name, config=self.config, rounds=self.rounds, evals=self.evals)
-        path.write_text(json.dumps(data, indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path):
-        """Read a history written by :meth:`save`."""
-        path = pathlib.Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no saved history at {path}; run the training cell first.")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not a saved history (invalid JSON: {error}); "
-                             "delete it and train again.") from None
-        return cls(data["name"], data.get("config"), data["rounds"], data.get("evals"))
-
-    def __repr__(self):
-        return f"History({self.name!r}, {len(self.rounds)} rounds, {len(self.evals)} evals)"
-
+from helpers import checkpoints, compression, config, data, progress, runs, seeds, sizing
+from helpers.history import BITS_KEYS, History
 
 def sample_clients(client_ids, clients_per_round, rng):
     """``clients_per_round`` distinct ids drawn from ``client_ids`` with the numpy Generator ``rng``."""
@@ -283,43 +204,79 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
     )
 
 
+def build_for(model_fn, encoders, settings):
+    """:func:`build_fed_avg` with the optimizers of ``settings`` (a :class:`helpers.runs.RunSettings`)."""
+    return build_fed_avg(model_fn, encoders, client_learning_rate=settings.client_lr,
+                         server_learning_rate=settings.server_lr, server_momentum=settings.server_momentum,
+                         server_lr_drop=settings.server_lr_drop)
+
+
 def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
                   verbose=True, initial_weights=None, seed=None, snapshots=None, checkpoint_dir=None,
-                  checkpoint_every=checkpoints.DEFAULT_EVERY):
+                  checkpoint_every=checkpoints.DEFAULT_EVERY, process=None):
     """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
 
-    ``settings`` is a dict like :data:`LONG_RUN` (rounds, clients_per_round,
-    client_epochs, client_lr, server_lr, server_momentum, eval_every);
-    ``train`` is the training ``ClientData``. Every random choice comes from
-    ``seed`` (default ``config.SEED``), the round and the client
-    (:mod:`helpers.seeds`): the initial model, the clients sampled and each
-    client's shuffle, so a run with the same settings repeats bit for bit.
-    ``initial_weights`` (a ``tff.learning.models.ModelWeights``) starts from a
-    trained model instead of a fresh one. ``snapshots`` (``{round: path}``)
-    saves the model's weights after those rounds. ``checkpoint_dir``: keep
-    checkpoints every ``checkpoint_every`` rounds in a folder under it named by
-    the run's fingerprint, and resume from them (:mod:`helpers.checkpoints`;
-    inside :func:`cached_history` the default is ``outputs/checkpoints/``).
-    Returns a :class:`History`.
+    ``settings`` is a :class:`helpers.runs.RunSettings`; ``train`` is the
+    training ``ClientData``. Every random choice comes from ``seed`` (default
+    ``config.SEED``), the round and the client (:mod:`helpers.seeds`): the
+    initial model, the clients sampled and each client's shuffle, so a run
+    with the same settings repeats bit for bit. ``initial_weights`` (a
+    ``tff.learning.models.ModelWeights``) starts from a trained model instead
+    of a fresh one. ``snapshots`` (``{round: path}``) saves the model's weights
+    after those rounds. ``checkpoint_dir``: keep checkpoints every
+    ``checkpoint_every`` rounds in a folder under it named by the run's
+    fingerprint, and resume from them (:mod:`helpers.checkpoints`; inside
+    :func:`helpers.runs.cached_history` the default is ``outputs/checkpoints/``).
+    ``process``: a process :func:`build_for` built from the same settings and
+    encoders, reused instead of building another. Returns a :class:`History`.
     """
     run_seed = config.SEED if seed is None else seed
-    process = build_fed_avg(model_fn, encoders, client_learning_rate=settings["client_lr"],
-                            server_learning_rate=settings["server_lr"],
-                            server_momentum=settings.get("server_momentum", 0.0),
-                            server_lr_drop=settings.get("server_lr_drop"))
+    process = process or build_for(model_fn, encoders, settings)
     if initial_weights is None:
         initial_weights = seeds.initial_model_weights(model_fn, run_seed)
     state = process.set_model_weights(process.initialize(), initial_weights)
     checkpoint = _checkpoints_for(name, settings, run_seed, model_fn, encoders, evaluate_fn,
                                   initial_weights, checkpoint_dir, checkpoint_every, verbose)
     _, history = run_rounds(
-        process, lambda ids: data.make_federated_data(train, ids, epochs=settings["client_epochs"]),
-        train.client_ids, settings["rounds"], settings["clients_per_round"],
+        process, lambda ids: data.make_federated_data(train, ids, epochs=settings.client_epochs),
+        train.client_ids, settings.rounds, settings.clients_per_round,
         seed=run_seed, evaluate_fn=evaluate_fn,
-        eval_every=settings["eval_every"], logdir=logdir, name=name, verbose=verbose, state=state,
+        eval_every=settings.eval_every, logdir=logdir, name=name, verbose=verbose, state=state,
         snapshots=snapshots, checkpoint=checkpoint)
-    history.config.update(settings)
+    history.config.update(settings.as_dict())
     return history
+
+
+def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, name, key=None,
+                 initial_weights=None, verbose=False):
+    """Train the same FedAvg once per seed of ``run_seeds``; returns one :class:`History` per seed, in order.
+
+    Every method trained with the same ``run_seeds`` gets, seed by seed, the
+    same initial model (``initial_weights``, or one drawn from the seed), the
+    same clients and the same shuffles: their comparison is paired
+    (:mod:`helpers.intervals`). Each run is saved under ``outputs/runs/`` as
+    ``<name>-seed<seed>-<hash>.json``, keyed by ``key`` (default: ``settings``
+    and the source of ``encoders``) and the seed, and loaded when saved. The
+    process is built once, when the first seed needs training.
+    """
+    code = hashlib.sha256(checkpoints.describe(encoders).encode()).hexdigest()[:16]
+    key = dict(key or dict(settings.as_dict(), encoders=code))
+    if initial_weights is not None:
+        key["initial_weights"] = checkpoints.array_digest(initial_weights)
+    built, histories, started = [], [], time.perf_counter()
+    for done, seed in enumerate(run_seeds, start=1):
+        def train_one(seed=seed):
+            if not built:
+                built.append(build_for(model_fn, encoders, settings))
+            return train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name, verbose=verbose,
+                                 initial_weights=initial_weights, seed=seed, process=built[0])
+
+        history, _ = runs.cached_history(f"{name}-seed{seed}", dict(key, seed=seed), train_one)
+        histories.append(history)
+        accuracy = history.final_accuracy()
+        print(f"{name}, seed {seed}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "
+              f"[{progress.time_left(started, done, len(run_seeds))}]")
+    return histories
 
 
 def _checkpoints_for(name, settings, seed, model_fn, encoders, evaluate_fn, initial_weights, folder,
@@ -328,7 +285,7 @@ def _checkpoints_for(name, settings, seed, model_fn, encoders, evaluate_fn, init
     active = checkpoints.active()
     if folder is None and active is None:
         return None
-    fingerprint = dict(function="train_fed_avg", name=name, settings=settings, seed=seed,
+    fingerprint = dict(function="train_fed_avg", name=name, settings=settings.as_dict(), seed=seed,
                        model=checkpoints.describe(model_fn), encoders=checkpoints.describe(encoders),
                        evaluate=checkpoints.describe(evaluate_fn),
                        initial_weights=checkpoints.array_digest(initial_weights))
@@ -386,43 +343,3 @@ def _as_tuple(*batch):
     if len(batch) == 1:  # an OrderedDict(x=..., y=...)
         return batch[0]["x"], batch[0]["y"]
     return batch
-
-
-def settings_key(settings):
-    """A 12-hex-digit hash of a JSON-serialisable settings dict, to name saved runs."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def kept_model_path(settings, round_num):
-    """Where a run with ``settings`` keeps its global model after ``round_num`` rounds (``outputs/runs/*.npz``)."""
-    return config.output_dir("runs") / f"model-{settings_key(settings)}-after-round-{round_num}.npz"
-
-
-def kept_models(settings):
-    """``{round: path}`` for each round in ``settings["keep_model_after"]``: pass it as ``snapshots``."""
-    return {r: kept_model_path(settings, r) for r in settings.get("keep_model_after", ())}
-
-
-def cached_history(name, settings, train_fn, checkpoint_every=checkpoints.DEFAULT_EVERY):
-    """Load the saved :class:`History` of a run with exactly these ``settings``, or train and save it.
-
-    ``settings`` is a JSON-serialisable dict describing the run (rounds,
-    clients, learning rates, data, fast mode...); its hash names the file
-    under ``outputs/runs/``. ``train_fn()`` returns a History. Returns
-    ``(history, path)``. While ``train_fn`` runs, :func:`train_fed_avg`
-    checkpoints every ``checkpoint_every`` rounds under ``outputs/checkpoints/``
-    and resumes a run that was killed; the checkpoints are deleted once the
-    history is saved.
-    """
-    path = config.output_dir("runs") / f"{name}-{settings_key(settings)}.json"
-    if path.exists():
-        print(f"loaded {name} from {path} (delete the file to train it again)")
-        return History.load(path), path
-    with checkpoints.enabled(every=checkpoint_every) as used:
-        history = train_fn()
-    history.config.update(settings)
-    history.save(path)
-    for checkpoint in used:
-        if checkpoint.finished:
-            checkpoint.discard()
-    return history, path

@@ -35,7 +35,7 @@ setup.start()
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from helpers import config, data, frontier, model, runtime, training, workers  # noqa: E402
+from helpers import config, data, frontier, model, runs, runtime, training, workers  # noqa: E402
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")
@@ -56,11 +56,8 @@ def reset_peak():
 
 def round_seconds(broadcast, aggregation, client_sets):
     """(median seconds per round, peak MiB of Python, peak MiB of TFF's worker) of a sweep row, in a fresh worker."""
-    settings = training.LONG_RUN
-    process = training.build_fed_avg(
-        model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation),
-        client_learning_rate=settings["client_lr"], server_learning_rate=settings["server_lr"],
-        server_momentum=settings["server_momentum"])
+    settings = runs.LONG_RUN.replace(server_lr_drop=None)
+    process = training.build_for(model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation), settings)
     runtime.stop_tff_workers()  # the next round starts a new worker, so its peak is this method's
     tff.backends.native.set_sync_local_cpp_execution_context()
     reset_peak()

@@ -1,8 +1,9 @@
 """Train sweep rows from scratch (no warm start), with settings from the command line.
 
 INSTRUCTOR.md quotes a few from-scratch runs that the course itself does not
-train; this script reproduces them. Settings start from the long run
-(``helpers.training.LONG_RUN``) and the options override them. A row is
+train; this script reproduces them (one seed each; ``make frontier`` trains the
+whole frontier from scratch over paired seeds). Settings start from the long run
+(``helpers.runs.LONG_RUN``) and the options override them. A row is
 ``BROADCAST/AGGREGATION`` with method names of ``helpers.frontier.METHODS``.
 Each run is saved under ``outputs/runs/`` keyed by its settings, so asking
 again prints at once.
@@ -20,46 +21,38 @@ import argparse
 from helpers import setup
 
 setup.start()
-from helpers import config, data, frontier, model, training  # noqa: E402
+from helpers import config, data, frontier, model, runs, training  # noqa: E402
 
 
-def parse_row(text):
-    """``"BROADCAST/AGGREGATION"`` -> ``(broadcast, aggregation)``, checked against the methods."""
-    parts = text.split("/")
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"a row is BROADCAST/AGGREGATION, got {text!r}")
-    broadcast, aggregation = (p.strip() for p in parts)
-    for name in (broadcast, aggregation):
-        if name not in frontier.METHODS:
-            raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {sorted(frontier.METHODS)}")
-    return broadcast, aggregation
+def row_argument(text):
+    """argparse's type for a row: ``"BROADCAST/AGGREGATION"``."""
+    try:
+        return frontier.parse_row(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def settings_from(args, momentum):
-    """The long run's settings with the command line's overrides."""
-    settings = dict(training.LONG_RUN)
-    for key, value in [("rounds", args.rounds), ("clients_per_round", args.clients),
-                       ("client_epochs", args.client_epochs),
-                       ("client_lr", args.client_lr), ("server_lr", args.server_lr),
-                       ("eval_every", args.eval_every)]:
-        if value is not None:
-            settings[key] = value
-    settings["server_momentum"] = momentum
+def settings_from(args, momentum, clients):
+    """The long run's :class:`helpers.runs.RunSettings` with the command line's overrides."""
+    changes = {key: value for key, value in [
+        ("rounds", args.rounds), ("clients_per_round", args.clients), ("client_epochs", args.client_epochs),
+        ("client_lr", args.client_lr), ("server_lr", args.server_lr), ("eval_every", args.eval_every)]
+        if value is not None}
     if args.no_drop:
-        settings.pop("server_lr_drop")
-    return settings
+        changes["server_lr_drop"] = None
+    return runs.LONG_RUN.replace(server_momentum=momentum, keep_model_after=(), clients=clients, **changes)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", nargs="+", type=parse_row, default=[(frontier.IDENTITY, frontier.IDENTITY)],
+    parser.add_argument("--rows", nargs="+", type=row_argument, default=[(frontier.IDENTITY, frontier.IDENTITY)],
                         help='rows "BROADCAST/AGGREGATION" (default: identity/identity)')
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--clients", type=int, help="clients per round")
     parser.add_argument("--client-epochs", type=int, help="local epochs per round")
     parser.add_argument("--client-lr", type=float)
     parser.add_argument("--server-lr", type=float)
-    parser.add_argument("--momentum", type=float, nargs="+", default=[training.LONG_RUN["server_momentum"]],
+    parser.add_argument("--momentum", type=float, nargs="+", default=[runs.LONG_RUN.server_momentum],
                         help="server momentum; several values train each row once per value")
     parser.add_argument("--no-drop", action="store_true", help="keep the server learning rate constant")
     parser.add_argument("--eval-every", type=int)
@@ -72,12 +65,11 @@ def main():
     model_fn = model.build_model_fn(only_digits=True)
     results = []
     for momentum in args.momentum:
-        settings = settings_from(args, momentum)
+        settings = settings_from(args, momentum, len(train.client_ids))
         for broadcast, aggregation in args.rows:
             name = frontier.row_name(broadcast, aggregation)
-            key = frontier.row_key(dict(settings, seed=args.seed, clients=len(train.client_ids),
-                                        from_scratch=True), broadcast, aggregation)
-            history, _ = training.cached_history(
+            key = dict(frontier.row_key(settings, broadcast, aggregation), seed=args.seed, from_scratch=True)
+            history, _ = runs.cached_history(
                 "scratch-" + frontier.row_slug(broadcast, aggregation), key,
                 lambda: training.train_fed_avg(model_fn, frontier.encoder_fns(broadcast, aggregation),
                                                settings, train, evaluate, name=name, verbose=False,
@@ -85,7 +77,7 @@ def main():
             curve = ", ".join(f"{e['round']}: {e['accuracy']:.2%}" for e in history.evals)
             results.append(f"{name:55s} momentum {momentum}: {history.final_accuracy():.2%}  ({curve})")
             print(results[-1], flush=True)
-    print("\nsettings:", {k: v for k, v in settings_from(args, None).items() if k != "server_momentum"})
+    print("\nsettings:", settings_from(args, args.momentum[0], len(train.client_ids)))
     print("\n".join(results))
 
 

@@ -26,7 +26,7 @@ else:
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from helpers import checkpoints, compression, data, model, training  # noqa: E402
+from helpers import checkpoints, compression, data, model, runs, training  # noqa: E402
 
 if options.get("noise"):
     tf.random.uniform([5])
@@ -60,8 +60,9 @@ training.run_rounds = keep_final_state
 train, test = data.load_emnist(only_digits=True)
 evaluate = training.keras_evaluator(model.create_original_fedavg_cnn_model,
                                     data.preprocess_test(test.create_tf_dataset_from_all_clients()))
-settings = dict(rounds=options.get("rounds", 3), clients_per_round=2, client_epochs=1,
-                client_lr=options.get("client_lr", 0.1), server_lr=1.0, server_momentum=0.9, eval_every=2)
+settings = runs.RunSettings(rounds=options.get("rounds", 3), clients_per_round=2, client_epochs=1,
+                            client_lr=options.get("client_lr", 0.1), server_lr=1.0, server_momentum=0.9,
+                            eval_every=2)
 history = training.train_fed_avg(
     model.build_model_fn(), compression.identity(), settings, train, evaluate, name="determinism",
     verbose=False, checkpoint_dir=options.get("checkpoint_dir"), checkpoint_every=options.get("every", 1))

@@ -13,7 +13,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, frontier, research_stages, training
+from helpers import compression, frontier, research_stages, runs, training
+from helpers.history import History
 
 BIG = (200, 64)   # 12,800 values: above the 10,000 threshold, so encoded
 SMALL = (10,)     # below the threshold: sent as 320 bits
@@ -168,8 +169,8 @@ def test_bad_settings_are_refused(make, message):
         make()
 
 
-def fake_history(name, bits, accuracy, rounds=2, clients=3):
-    history = training.History(name)
+def fake_history(name, bits, accuracy, rounds=2, clients=3, seed=0):
+    history = History(name, dict(seed=seed))
     for r in range(1, rounds + 1):
         history.rounds.append(dict(round=r, clients=list(range(clients)), seconds=1.0 + r,
                                    broadcast_bits=bits[0] * clients, aggregated_bits=bits[1] * clients,
@@ -179,28 +180,54 @@ def fake_history(name, bits, accuracy, rounds=2, clients=3):
     return history
 
 
-def test_results_table_has_every_row_and_column_against_identity():
-    full = 53_227_840
-    histories = {
-        ("identity", "identity"): fake_history("identity", (full, full), 0.90),
-        ("identity", "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
-        ("uniform 8-bit", "uniform 8-bit"): fake_history("8/8", (15_357_536, 15_357_536), 0.899),
+def seed_runs(name, bits, accuracies):
+    """One fake History per seed 0, 1, ... with these final accuracies."""
+    return [fake_history(name, bits, accuracy, seed=seed) for seed, accuracy in enumerate(accuracies)]
+
+
+FULL = 53_227_840
+DRIVE_BITS = 1_917_824
+
+
+def sweep_histories():
+    """Three seeds of three rows: the sign row's differences to identity are -0.4, -0.5, -0.6 points."""
+    return {
+        ("identity", "identity"): seed_runs("identity", (FULL, FULL), [0.900, 0.910, 0.920]),
+        ("identity", "rotated 1-bit sign (DRIVE)"): seed_runs("sign", (FULL, DRIVE_BITS), [0.896, 0.905, 0.914]),
+        ("uniform 8-bit", "uniform 8-bit"): seed_runs("8/8", (15_357_536, 15_357_536), [0.880, 0.920, 0.900]),
     }
+
+
+def test_results_table_has_every_row_and_column_against_identity():
+    histories = sweep_histories()
     table = frontier.results_table(histories)
     assert list(table.columns) == frontier.COLUMNS and len(table) == 3
     sign = table.iloc[1]
     assert sign["direction"] == frontier.AGGREGATION_ONLY
-    assert sign["aggregated bits"] == 1_917_824 * 3 * 2
-    assert sign["reduction (aggregated)"] == pytest.approx(full / 1_917_824)
-    assert sign["aggregated bits per value"] == pytest.approx(1_917_824 / 1_663_370)
+    assert sign["aggregated bits"] == DRIVE_BITS * 3 * 2
+    assert sign["reduction (aggregated)"] == pytest.approx(FULL / DRIVE_BITS)
+    assert sign["aggregated bits per value"] == pytest.approx(DRIVE_BITS / 1_663_370)
+    assert sign["test accuracy (%)"] == pytest.approx(90.5)
+    # differences -0.4, -0.5, -0.6: mean -0.5, sd 0.1, t(0.975, 2) = 4.302653
     assert sign["accuracy change (points)"] == pytest.approx(-0.5)
-    assert table.iloc[2]["reduction (total)"] == pytest.approx(full / 15_357_536)
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5
+    assert (sign["change CI low"], sign["change CI high"]) == pytest.approx((-0.5 - half, -0.5 + half))
+    assert sign["seeds"] == 3
+    assert table.iloc[2]["reduction (total)"] == pytest.approx(FULL / 15_357_536)
     assert table.iloc[0]["seconds per round"] == 2.5
     best = frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 1.0)
     assert best["aggregation"] == "rotated 1-bit sign (DRIVE)"
-    assert frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.4) is None
+    # Its mean (-0.5) is within 0.6 points, but its interval reaches -0.75: not shown to be within.
+    assert frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.6) is None
     with pytest.raises(ValueError, match="identity row"):
         frontier.results_table({k: v for k, v in histories.items() if k != ("identity", "identity")})
+
+
+def test_results_table_refuses_rows_of_other_seeds():
+    histories = sweep_histories()
+    histories[("identity", "uniform 1-bit")] = seed_runs("1-bit", (FULL, 100), [0.9, 0.9])
+    with pytest.raises(ValueError, match=r"runs \[\('identity', 'uniform 1-bit'\)\] used other seeds"):
+        frontier.results_table(histories)
 
 
 def test_pareto_front():
@@ -212,10 +239,10 @@ def test_pareto_front():
 
 def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
-    settings = dict(frontier.sweep_settings(), clients=12)
+    settings = frontier.sweep_settings(clients=12)
     path = frontier.warm_start_path(settings)
     assert path.parent == tmp_path / "runs"
-    assert path != frontier.warm_start_path(dict(settings, clients=13))  # another dataset, another file
+    assert path != frontier.warm_start_path(settings.replace(clients=13))  # another dataset, another file
     weights = [np.full((2, 3), 0.5, np.float32), np.arange(4, dtype=np.float32)]
     training.save_weights(tff.learning.models.ModelWeights(trainable=weights, non_trainable=[]), path)
 
@@ -229,33 +256,32 @@ def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch
 
 @pytest.mark.parametrize("fast", ["1", "0"])
 def test_the_sweep_starts_where_notebook_03s_long_run_keeps_its_model(monkeypatch, tmp_path, fast):
-    """Notebook 03 keeps the long run's model with training.kept_models; the sweep finds it there."""
+    """Notebook 03 keeps the long run's model with runs.kept_models; the sweep finds it there."""
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("COURSE_FAST", fast)
-    long_settings = dict(training.run_settings("long"), clients=12)  # as notebook 03 builds it
-    sweep = dict(frontier.sweep_settings(), clients=12)
-    assert frontier.warm_start_path(sweep) == training.kept_models(long_settings)[sweep["warm_rounds"]]
-    assert sweep["warm_rounds"] <= long_settings["rounds"]
+    long_settings = runs.run_settings("long", clients=12)  # as notebook 03 builds it
+    sweep = frontier.sweep_settings(clients=12)
+    assert frontier.warm_start_path(sweep) == runs.kept_models(long_settings)[sweep.warm_rounds]
+    assert sweep.warm_rounds <= long_settings.rounds
 
 
 def test_warm_start_must_end_before_the_long_runs_drop():
     warm = frontier.warm_start_settings(frontier.SWEEP_RUN)
-    assert "server_lr_drop" not in warm and warm["server_lr"] == training.LONG_RUN["server_lr"]
-    late = training.LONG_RUN["server_lr_drop"][0] + 1
+    assert warm.server_lr_drop is None and warm.server_lr == runs.LONG_RUN.server_lr
+    assert warm.rounds == frontier.SWEEP_RUN.warm_rounds
+    late = runs.LONG_RUN.server_lr_drop[0] + 1
     with pytest.raises(ValueError, match=f"warm start \\({late} rounds\\) must end before"):
-        frontier.warm_start_settings(dict(frontier.SWEEP_RUN, warm_rounds=late))
+        frontier.warm_start_settings(frontier.SWEEP_RUN.replace(warm_rounds=late))
 
 
-def test_target_lines_name_the_best_row_or_say_not_met():
-    full = 53_227_840
-    table = frontier.results_table({
-        ("identity", "identity"): fake_history("identity", (full, full), 0.90),
-        ("identity", "rotated 1-bit sign (DRIVE)"): fake_history("sign", (full, 1_917_824), 0.895),
-    })
+def test_target_lines_name_the_best_row_or_say_not_shown():
+    rows = sweep_histories()
+    table = frontier.results_table({row: rows[row] for row in list(rows)[:2]})
     lines = frontier.target_lines(table)
     assert len(lines) == len(frontier.TARGETS) == 3
-    assert lines[0].endswith("met by identity / rotated 1-bit sign (DRIVE) (27.8x, -0.50 points)")
-    assert lines[1].endswith("not met") and lines[2].endswith("not met")
+    assert lines[0].endswith("met by identity / rotated 1-bit sign (DRIVE) (27.8x, "
+                             "-0.50 points (95% CI -0.75 to -0.25, 3 paired seeds))")
+    assert lines[1].endswith("not shown by any row") and lines[2].endswith("not shown by any row")
 
 
 def test_every_method_has_a_unique_short_slug_for_keys_and_file_names():
