@@ -103,7 +103,7 @@ def _stop_all_at_exit():
 
 atexit.register(_stop_all_at_exit)
 
-# Last, so that helpers.workers can import this module's functions: apply COURSE_WORKERS.
+# Last, so that helpers.worker_processes can import this module's functions: apply COURSE_WORKERS.
 from helpers import workers as _workers  # noqa: E402
 
 _workers.apply_environment()
