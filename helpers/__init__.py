@@ -27,7 +27,8 @@ One module does one thing:
 - ``helpers.plotting``    the course's figures
 - ``helpers.diagrams``    the course's explanatory diagrams (a round, encoders, bit packing)
 - ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
-- ``helpers.huffman``     Huffman coding as TensorFlow graph ops, the blocks of exercise (b)
+- ``helpers.companding``  where non-uniform levels go: the given building block of exercise (a)
+- ``helpers.huffman``     Huffman coding as TensorFlow graph ops: exercise (b)'s code lengths and given blocks
 - ``helpers.exercises``   notebook 05's exercises, one record each: check, hint, solution
 - ``helpers.exercise_harness`` what every exercise asks of a stage; faults in one sentence
 - ``helpers.exercise_runner``  runs a stage as TFF does: encode and decode in separate graphs

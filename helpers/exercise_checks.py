@@ -16,6 +16,7 @@ from helpers.exercise_runner import Fault, seeded_rng, update_like
 
 NONUNIFORM_BITS = 4  # exercise (a) is checked at 4 bits: at most 16 levels
 ADAPTIVE_BITS = 8  # exercise (c) is checked at 8 bits
+ROUNDINGS = 20_000  # exercise (c): decodes of one value whose mean must be that value
 
 
 def check_warmup(runner, stage, label):
@@ -151,8 +152,37 @@ def check_adaptive(runner, stage, label):
             raise Fault(f"after two rounds on values of scale {scale:g} the largest error is "
                         f"{error:.3g}, more than 4·max|x|/(2**bits - 1) = {bound:.3g}: update_state "
                         "should move the parameter (e.g. the range) to what encode observed.")
+        check_unbiased(runner, state, float(np.max(np.abs(first))), bits)
     if not changed:
         raise Fault("update_state returns the initial state after two rounds: the parameters "
                     "never adapt.")
+    if not stage.commutes_with_sum:
+        raise Fault(f"{label}.commutes_with_sum is False, but every client quantizes on the same range "
+                    "from the server's state: can the server add their integers and decode the sum once?")
     return (f"keeps shape and dtype, adapts its state to values of scale 0.001 and 10 "
-            f"(error within 4·max|x|/{2**bits - 1} after two rounds)")
+            f"(error within 4·max|x|/{2**bits - 1} after two rounds), rounds without bias")
+
+
+def check_unbiased(runner, state, top, bits, samples=ROUNDINGS):
+    """The mean of ``samples`` decodes of a value between two levels must be that value.
+
+    ``top``: the largest ``|x|`` the state was adapted to, so the step between
+    levels is ``2 * top / (2**bits - 1)``. One rounding is off by at most one
+    step, so its standard deviation is at most ``step / 2`` and that of a mean
+    of ``samples`` at most ``step / (2 * sqrt(samples))``; a mean further than
+    5 of those from the value is flagged. Seven values a seventh of a step
+    apart: round-to-nearest is within that of at most one of them.
+    """
+    step = 2 * top / (2**bits - 1)
+    values = (0.3 * top + np.arange(7) * step / 7).astype(np.float32)
+    x = np.repeat(values[:, None], samples, axis=1)
+    decoded, _, _, _ = runner.roundtrip(x, state)
+    mean = decoded.astype(np.float64).mean(axis=1)
+    bias = np.abs(mean - values)
+    tolerance = 5 * step / (2 * np.sqrt(samples))
+    i = int(np.argmax(bias))
+    if bias[i] > tolerance:
+        raise Fault(f"rounding is biased: {samples:,} encodings of {values[i]:.6g} decode to "
+                    f"{mean[i]:.6g} on average, {bias[i] / step:.2f} steps off, more than "
+                    f"{tolerance / step:.3f} steps (5 standard deviations): round up with probability "
+                    "equal to the fraction of the step above the level below, independently per value.")

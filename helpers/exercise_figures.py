@@ -1,12 +1,15 @@
-"""The numbers behind notebook 05's figures: a real client update, and what the solution stages make of it.
+"""Notebook 05's figures: a real client update, and what a stage makes of it, in numbers and plots.
 
 :func:`client_update` trains the FedAvg CNN on one client's data and returns
 the update; :func:`dense_update` picks its largest tensor; :func:`mse_figures`
 and :func:`huffman_figures` compare a stage with tfmot's uniform quantization
-and bit packing on it.
+and bit packing on it. :func:`plot_levels`, :func:`plot_code_lengths` and
+:func:`plot_ranges` draw the update's histogram with quantization levels, code
+length against symbol frequency, and an adaptive stage's range per round.
 """
 import collections
 
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
@@ -82,7 +85,8 @@ def huffman_figures(x, bits=8, stage_cls=stages.HuffmanEncodingStage):
     ``bits_per_value`` (all encoded tensors counted), ``stream_bits_per_value``
     (the code words alone), ``packed_bits_per_value`` (tfmot's bitpacking of
     the same symbols, 9.14 for 8 bits), ``entropy`` (empirical entropy of the
-    symbols, bits) and ``exact``.
+    symbols, bits), ``exact``, and per symbol its ``counts`` and code
+    ``lengths`` (from the stage's ``LENGTHS_KEY`` tensor, if it has one).
     """
     x = np.asarray(x, np.float32).reshape(-1)
     quantizer = te.stages.UniformQuantizationEncodingStage(bits, stochastic=False)
@@ -113,7 +117,64 @@ def huffman_figures(x, bits=8, stage_cls=stages.HuffmanEncodingStage):
 
     total = independent_bits(encoded)
     stream = next((np.asarray(v).size * 32 for k, v in encoded.items() if "word" in k), total)
+    lengths = encoded.get(getattr(stage_cls, "LENGTHS_KEY", None))
     return dict(bits=bits, values=int(x.size), bits_per_value=total / x.size,
                 stream_bits_per_value=stream / x.size,
                 packed_bits_per_value=int(pack(tf.constant(symbols))) / x.size,
-                entropy=entropy_bits(symbols), exact=bool(np.array_equal(decoded, symbols)))
+                entropy=entropy_bits(symbols), exact=bool(np.array_equal(decoded, symbols)),
+                counts=np.bincount(symbols.astype(np.int64), minlength=2**bits),
+                lengths=None if lengths is None else np.asarray(lengths, np.int64))
+
+
+def plot_levels(x, levels, zoom_std=4.0):
+    """Histogram of ``x`` (log counts) with ``levels`` and as many uniform levels overlaid.
+
+    Uniform levels are evenly spaced from ``min(x)`` to ``max(x)`` (tfmot's
+    uniform quantization). Left: the whole range; right: ``|x| < zoom_std``
+    standard deviations. Returns the figure.
+    """
+    x = np.asarray(x, np.float32).reshape(-1)
+    levels = np.sort(np.asarray(levels, np.float64))
+    uniform = np.linspace(x.min(), x.max(), levels.size)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, limit in zip(axes, (None, zoom_std * x.std())):
+        shown = x if limit is None else x[np.abs(x) < limit]
+        ax.hist(shown, bins=200, color="0.75", log=True)
+        for values, colour, label in ((uniform, "tab:red", "uniform"), (levels, "tab:blue", "non-uniform")):
+            inside = values if limit is None else values[np.abs(values) < limit]
+            for i, level in enumerate(inside):
+                ax.axvline(level, color=colour, lw=0.9, label=f"{label} ({len(inside)} here)" if i == 0 else None)
+        ax.set_xlabel("update value")
+        ax.set_title("whole range" if limit is None else f"|x| < {zoom_std:g} standard deviations")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_ylabel("values per bin")
+    fig.tight_layout()
+    return fig
+
+
+def plot_code_lengths(counts, lengths, ax=None):
+    """Code length (bits) of every occurring symbol against its frequency, with ``-log2(frequency)``."""
+    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.6))[1]
+    counts, lengths = np.asarray(counts), np.asarray(lengths)
+    used = counts > 0
+    p = counts[used] / counts.sum()
+    ax.scatter(p, lengths[used], s=12, label="code length")
+    grid = np.geomspace(p.min(), p.max(), 100)
+    ax.plot(grid, -np.log2(grid), color="tab:orange", label="-log2(frequency)")
+    ax.set_xscale("log")
+    ax.set_xlabel("symbol frequency")
+    ax.set_ylabel("bits")
+    ax.legend()
+    return ax
+
+
+def plot_ranges(table, ax=None):
+    """Every ``range`` column of ``table`` (a DataFrame indexed by round) against the round, log scale."""
+    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.6))[1]
+    for column in [c for c in table.columns if "range" in c]:
+        ax.plot(table.index, table[column], marker="o", label=column)
+    ax.set_yscale("log")
+    ax.set_xlabel("round")
+    ax.set_ylabel("range used in the round")
+    ax.legend(fontsize=8)
+    return ax

@@ -21,8 +21,8 @@ from tensorflow_model_optimization.python.core.internal import tensor_encoding a
 
 from helpers import sizing
 from helpers.exercise_runner import (Fault, Runner, check_shape_dtype, describe_error,
-                                     independent_bits, seeded_rng, specs_of, to_numpy,
-                                     update_like)
+                                     independent_bits, seeded_rng, specs_of, stub_fault,
+                                     stub_name, to_numpy, update_like)
 
 DECORATED = ("TFStyleEncodingStage", "TFStyleAdaptiveEncodingStage")
 _PROPERTIES = ("name", "compressible_tensors_keys", "commutes_with_sum", "decode_needs_input_shape")
@@ -98,8 +98,13 @@ def _probe_interface(stage, exercise, label):
     props, methods = _members(exercise)
     outcome = collections.OrderedDict()
     values = {}
+
+    def attempt(member, fn):
+        outcome[member], values[member] = _try(fn)
+        return values[member] if outcome[member] == "ok" else None
+
     for prop in props:
-        outcome[prop], values[prop] = _try(lambda p=prop: getattr(stage, p))
+        attempt(prop, lambda p=prop: getattr(stage, p))
     if exercise.takes_symbols:
         x = np.arange(64, dtype=np.float32)
     else:
@@ -109,21 +114,21 @@ def _probe_interface(stage, exercise, label):
     with tf.Graph().as_default():
         state = {}
         if exercise.adaptive:
-            outcome["initial_state"], state = _try(lambda: raw.initial_state(stage))
+            state = attempt("initial_state", lambda: raw.initial_state(stage))
             state = state if isinstance(state, dict) else {}
-            outcome["get_params"], params = _try(lambda: raw.get_params(stage, state))
+            params = attempt("get_params", lambda: raw.get_params(stage, state))
         else:
-            outcome["get_params"], params = _try(lambda: raw.get_params(stage))
+            params = attempt("get_params", lambda: raw.get_params(stage))
         params = params if isinstance(params, tuple) and len(params) == 2 else ({}, {})
-        outcome["encode"], encoded = _try(lambda: raw.encode(stage, tf.constant(x), params[0]))
+        encoded = attempt("encode", lambda: raw.encode(stage, tf.constant(x), params[0]))
         updates = {}
         if exercise.adaptive and isinstance(encoded, tuple) and len(encoded) == 2:
             encoded, updates = encoded
         encoded = encoded if isinstance(encoded, dict) else {}
-        outcome["decode"], _ = _try(lambda: raw.decode(stage, encoded, params[1], num_summands=None,
-                                                       shape=tf.constant([64])))
+        attempt("decode", lambda: raw.decode(stage, encoded, params[1], num_summands=None,
+                                             shape=tf.constant([64])))
         if exercise.adaptive:
-            outcome["update_state"], _ = _try(lambda: raw.update_state(
+            attempt("update_state", lambda: raw.update_state(
                 stage, state, updates if isinstance(updates, dict) else {}))
     stubs = [m for m, o in outcome.items() if o in ("stub", "none")]
     if len(stubs) == len(outcome):
@@ -131,7 +136,7 @@ def _probe_interface(stage, exercise, label):
                            "(or returns None); replace the stubs with your code.")
     for member in list(props) + list(methods):
         if outcome[member] == "stub":
-            raise Fault(f"{label}.{member} still raises NotImplementedError: implement it.")
+            raise stub_fault(values[member], member, label)
         if outcome[member] == "none":
             raise Fault(f"{label}.{member} returns None: it must return "
                         f"{_EXPECTED_RETURN[member]}.")
@@ -154,8 +159,8 @@ _EXPECTED_RETURN = {
 def _try(fn):
     try:
         value = fn()
-    except NotImplementedError:
-        return "stub", None
+    except NotImplementedError as stub:
+        return "stub", stub
     except Exception as error:  # the member is written; its errors are reported later, in context
         return "error", error
     return ("none", None) if value is None else ("ok", value)
@@ -240,8 +245,11 @@ def _check_course_encoder(cls, exercise, label):
 def _check_encoder_factory(factory, exercise):
     try:
         encoder = factory()
-    except NotImplementedError:
-        raise NotAttempted("the encoder factory still raises NotImplementedError.") from None
+    except NotImplementedError as stub:
+        name = getattr(factory, "__name__", "the encoder factory")
+        if stub_name(stub) in (name, None):
+            raise NotAttempted(f"{name} still raises NotImplementedError.") from None
+        raise stub_fault(stub, name) from None
     if encoder is None:
         raise NotAttempted("the encoder factory returns None.")
     if not isinstance(encoder, te.core.Encoder):

@@ -6,7 +6,9 @@ sent), and counts the bits of what ``encode`` returns. Whatever goes wrong
 becomes a :class:`Fault`: one sentence saying what is wrong. Also the
 model-update-like inputs the checks feed it (:func:`update_like`).
 """
+import os
 import re
+import traceback
 
 import numpy as np
 import tensorflow as tf
@@ -80,8 +82,8 @@ class Runner:
             return function.get_concrete_function()
         except Fault:
             raise
-        except NotImplementedError:
-            raise Fault("encode (or get_params) still raises NotImplementedError.") from None
+        except NotImplementedError as stub:
+            raise stub_fault(stub, "encode (or get_params)") from None
         except Exception as error:
             raise Fault(f"encode raised {describe_error(error)}.") from None
 
@@ -115,8 +117,8 @@ class Runner:
                                        input_signature=[dict(specs), shape_spec], autograph=False)
             try:
                 self._decoders[key] = function.get_concrete_function()
-            except NotImplementedError:
-                raise Fault("decode still raises NotImplementedError.") from None
+            except NotImplementedError as stub:
+                raise stub_fault(stub, "decode") from None
             except Exception as error:
                 raise Fault(f"decode raised {describe_error(error)} when given only the encoded "
                             "tensors in a separate graph (decode may use its arguments only, "
@@ -152,11 +154,28 @@ def _run(function, args, what, raw=False):
         result = function(*args)
     except Fault:
         raise
-    except NotImplementedError:
-        raise Fault(f"{what} still raises NotImplementedError.") from None
+    except NotImplementedError as stub:
+        raise stub_fault(stub, what) from None
     except Exception as error:
         raise Fault(f"{what} raised {describe_error(error)}.") from None
     return result if raw else to_numpy(result)
+
+
+def stub_name(error):
+    """Name of the function that raised ``error``: the innermost frame outside Python and its packages."""
+    library = (os.path.dirname(os.__file__), "site-packages")
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(library[0])
+              and library[1] not in f.filename]
+    return frames[-1].name if frames else None
+
+
+def stub_fault(error, member, label=None):
+    """A :class:`Fault` for a ``NotImplementedError`` from ``member``: names the stub it came from."""
+    name = stub_name(error)
+    where = f"{label}.{member}" if label else member
+    if name is None or name == "<lambda>" or name in member.replace("(", " ").split():
+        return Fault(f"{where} still raises NotImplementedError: implement it.")
+    return Fault(f"{name} (called by {where}) still raises NotImplementedError: implement it.")
 
 
 def specs_of(structure):

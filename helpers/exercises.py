@@ -2,8 +2,8 @@
 
 Each exercise is one :class:`Exercise` record in :data:`EXERCISES`: its
 letter, title, the reference solution in :mod:`helpers.stages` (or, for
-Huffman's blocks, :mod:`helpers.huffman`), how its stage is built and put in
-the course's encoder, its hint and its own check (:mod:`helpers.exercise_checks`).
+Huffman's code lengths, :mod:`helpers.huffman`), how its stage is built and put
+in the course's encoder, its hint and its own check (:mod:`helpers.exercise_checks`).
 
 - ``check(stage, kind)`` runs a stage (a class, an instance, or a no-argument
   factory returning a ``te.core.Encoder``) through the checks of one exercise
@@ -72,47 +72,47 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
     Exercise(
         kind="nonuniform", letter="a", title="Exercise (a)", aliases=("a",),
         stage_class="NonUniformQuantizationEncodingStage",
-        solution_names=("companded_levels", "nearest_level",
-                        "NonUniformQuantizationEncodingStage"),
+        solution_names=("nearest_level", "NonUniformQuantizationEncodingStage"),
         stage_args={"bits": exercise_checks.NONUNIFORM_BITS},
         course_encoder=lambda cls: stages.non_uniform_quantization_encoder(bits=8, stage_cls=cls),
         check=exercise_checks.check_nonuniform,
         hint=textwrap.dedent("""\
-        1. Where to put the levels: at high resolution the MSE is lowest when the density of
-           levels follows the cube root of the density of the values. Plain quantiles follow
-           the density itself and leave the tails almost empty: at 8 bits that is worse than
-           uniform. So: h = tf.histogram_fixed_width(x, [min, max], nbins=16 * 2**bits),
-           w = h ** (1/3), cdf = cumsum(w) / sum(w), and level i where cdf reaches
-           (i + 0.5) / 2**bits (tf.searchsorted(cdf, targets), linear within the bin).
-        2. Optional, lowers the MSE further: a Lloyd step moves every level to the mean of the
-           values nearest to it. With sorted values (tf.sort) each level's values are a
-           contiguous run: tf.searchsorted(sorted_x, midpoints) gives the run boundaries and
-           prefix sums (tf.cumsum) the means.
-        3. The nearest level of each value: tf.searchsorted(midpoints, x) where midpoints are
-           the (2**bits - 1) points halfway between consecutive levels.
-        4. encode returns the indices as float32 (so BitpackingEncodingStage(bits) can pack them,
-           hence ENCODED_VALUES_KEY in compressible_tensors_keys) and the levels; decode is
-           tf.gather(levels, tf.cast(indices, tf.int32)). Keep x's shape for the indices."""),
+        1. The levels are given: levels = companded_levels(tf.reshape(x, [-1]), 2**bits,
+           lloyd_iterations) returns 2**bits sorted float32 levels.
+        2. nearest_level: the (2**bits - 1) midpoints (levels[:-1] + levels[1:]) / 2 split the line
+           into cells; the number of midpoints below a value is the index of its nearest level:
+           tf.searchsorted(midpoints, flat, side="left", out_type=tf.int32).
+        3. encode returns the indices as float32 in x's shape (so BitpackingEncodingStage(bits) can
+           pack them: list their key in compressible_tensors_keys) and the levels; decode is
+           tf.gather(levels, tf.cast(indices, tf.int32)).
+        4. Composing: te.core.EncoderComposer(te.stages.BitpackingEncodingStage(bits)), then
+           .add_parent(your stage, its ENCODED_VALUES_KEY), then
+           .add_parent(te.stages.FlattenEncodingStage(), te.stages.FlattenEncodingStage.ENCODED_VALUES_KEY),
+           then .make()."""),
     ),
     Exercise(
         kind="lossless", letter="b", title="Exercise (b)", aliases=("b",),
         stage_class="HuffmanEncodingStage",
-        solution_names=("huffman_code_lengths", "canonical_code", "huffman_pack",
-                        "huffman_unpack", "HuffmanEncodingStage"),
+        solution_names=("code_lengths", "HuffmanEncodingStage"),
         stage_args={"input_bits": 8},
         course_encoder=lambda cls: stages.huffman_encoder(bits=8, stage_cls=cls),
         check=exercise_checks.check_lossless, takes_symbols=True,
         hint=textwrap.dedent("""\
-        1. encode: symbols = tf.cast(tf.round(tf.reshape(x, [-1])), tf.int32);
-           counts = tf.math.bincount(symbols, minlength=K, maxlength=K, dtype=tf.int64) with
-           K = 2**input_bits (tf.ensure_shape(counts, [K]) gives it a static length).
-        2. lengths = huffman_code_lengths(counts, max_code_length), then
-           words, chunk_starts = huffman_pack(symbols, lengths, max_code_length, symbols_per_chunk).
-        3. Return words, chunk_starts and the lengths (as tf.uint8: 8 bits each): the decoder
-           rebuilds the canonical code from the lengths alone.
-        4. decode_needs_input_shape is True: decode gets `shape`, the number of symbols is
-           tf.reduce_prod(shape); huffman_unpack(...) returns int32 symbols: cast to float32
-           and reshape to `shape`. A code cannot be added, so commutes_with_sum is False."""),
+        1. code_lengths: keep a weight for 2K - 1 nodes (the K symbols, then one node per merge;
+           2**62 for absent symbols and unused nodes), the node every symbol is in (tf.range(K) at
+           first) and every symbol's length (zeros). One merge, in a tf.while_loop run
+           (number of symbols that occur - 1) times: _, (a, b) = tf.math.top_k(-weight, k=2);
+           the symbols in node a or b get one bit more and move to the new node K + i; the new
+           node weighs weight[a] + weight[b], and a and b get 2**62
+           (tf.tensor_scatter_nd_update). At the end a symbol that occurs needs at least 1 bit.
+        2. encode: symbols = tf.cast(tf.round(tf.reshape(x, [-1])), tf.int32);
+           counts = tf.math.bincount(symbols, minlength=K, maxlength=K, dtype=tf.int64),
+           tf.ensure_shape(counts, [K]); lengths = limit_code_lengths(counts, max_code_length,
+           code_lengths); words, chunk_starts = huffman_pack(symbols, lengths, max_code_length,
+           symbols_per_chunk). Send words, chunk_starts and the lengths as tf.uint8.
+        3. decode gets `shape` if decode_needs_input_shape: the number of symbols is
+           tf.reduce_prod(shape); huffman_unpack(...) returns int32 symbols: cast to float32 and
+           reshape."""),
     ),
     Exercise(
         kind="adaptive", letter="c", title="Exercise (c)", aliases=("c",),
@@ -128,7 +128,9 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
            (floor + (uniform < fraction)) and also returns {"max_abs": tf.reduce_max(tf.abs(x))}
            as state update; state_update_aggregation_modes = {"max_abs": StateAggregationMode.MAX}.
         3. update_state(state, updates) returns {"range": updates["max_abs"]}.
-        4. All clients share the range, so the integers can be summed before decoding:
+        4. Unbiased: round up with probability equal to the fraction above the level below, one
+           random number per value (tf.random.uniform(tf.shape(x))).
+        5. All clients share the range, so the integers can be summed before decoding:
            commutes_with_sum is True and decode subtracts range * num_summands (1 if None)."""),
     ),
 ))

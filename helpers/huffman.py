@@ -3,8 +3,10 @@
 A canonical Huffman code is fully determined by every symbol's code length,
 so the lengths are all a decoder needs besides the bits:
 
-- :func:`huffman_code_lengths`: histogram in, code length of every symbol out
-  (limited to ``max_code_length`` bits, so the decoder's table stays small);
+- :func:`code_lengths`: histogram in, code length of every symbol out (Huffman's
+  merges: the part notebook 05's exercise (b) asks the student to write);
+- :func:`limit_code_lengths`: the same, limited to ``max_code_length`` bits, so
+  the decoder's table stays small;
 - :func:`canonical_code`: lengths in, the canonical code words out;
 - :func:`huffman_pack`: symbols in, the coded bit stream in int32 words and
   the bit offset of every chunk of ``symbols_per_chunk`` symbols out;
@@ -36,62 +38,62 @@ def _graph_when_eager(fn):
     return call
 
 
-@_graph_when_eager
-def huffman_code_lengths(counts, max_code_length):
-    """Code length of every symbol of a Huffman code for ``counts``, at most ``max_code_length``.
+def code_lengths(counts):
+    """Huffman code length (int32 [K]) of every symbol, from the symbol counts (int [K], K static).
 
-    ``counts``: int [K] symbol histogram (K static). Returns int32 [K]: 0 for
-    symbols that do not occur, 1 for the only symbol if just one occurs.
-    The classic construction: repeatedly merge the two lightest nodes (a
-    ``tf.while_loop`` over at most K - 1 merges), then a leaf's code length is
-    its depth in the tree. If the longest code exceeds ``max_code_length``,
-    the counts are halved (rare symbols stay at 1, so the distribution gets
-    flatter) and the code rebuilt until it fits: a little less compression,
-    but a bounded decoding table.
+    Huffman's construction: merge the two lightest nodes until one is left; a
+    symbol's code length is the number of merges above it. 0 for symbols that
+    do not occur, 1 for the only symbol if just one occurs. No length limit
+    (:func:`limit_code_lengths` adds one).
     """
     counts = tf.cast(counts, tf.int64)
     k = counts.shape[0]
-    if k is None:
-        raise ValueError("huffman_code_lengths needs a histogram of static length.")
     big = tf.constant(2**62, tf.int64)
+    # Nodes 0..k-1 are the symbols, k..2k-2 the merged nodes (in creation order).
+    weight = tf.concat([tf.where(counts > 0, counts, big), tf.fill([k - 1], big)], 0)
+
+    def merge(i, weight, node, length):
+        _, lightest = tf.math.top_k(-weight, k=2)
+        a, b, new = lightest[0], lightest[1], k + i
+        below = (node == a) | (node == b)  # the symbols under the two merged nodes: one bit more
+        weight = tf.tensor_scatter_nd_update(weight, tf.reshape(tf.stack([a, b, new]), [3, 1]),
+                                             tf.stack([big, big, weight[a] + weight[b]]))
+        return i + 1, weight, tf.where(below, new, node), length + tf.cast(below, tf.int32)
+
+    used = tf.math.count_nonzero(counts, dtype=tf.int32)
+    _, _, _, length = tf.while_loop(lambda i, *_: i < used - 1, merge,
+                                    [tf.constant(0), weight, tf.range(k), tf.zeros([k], tf.int32)])
+    return tf.where(counts > 0, tf.maximum(length, 1), 0)
+
+
+@_graph_when_eager
+def limit_code_lengths(counts, max_code_length, lengths_fn):
+    """``lengths_fn(counts)`` with no code longer than ``max_code_length`` bits: int32 [K].
+
+    ``counts``: int [K] symbol histogram (K static); ``lengths_fn``: counts ->
+    int32 [K] code lengths (e.g. :func:`code_lengths`). While the longest code
+    is too long, the counts are halved (rare symbols stay at 1, so the
+    distribution gets flatter) and the code rebuilt: a little less
+    compression, but the decoder's table stays at ``2**max_code_length``.
+    """
+    counts = tf.cast(counts, tf.int64)
+    if counts.shape[0] is None:
+        raise ValueError("limit_code_lengths needs a histogram of static length.")
 
     def build(c):
-        used = tf.math.count_nonzero(c, dtype=tf.int32)
-        # Nodes 0..k-1 are the symbols, k..2k-2 the merged nodes (in creation order).
-        weight0 = tf.concat([tf.where(c > 0, c, big), tf.fill([k - 1], big)], 0)
-        parent0 = tf.fill([2 * k - 1], -1)
-
-        def merge(i, weight, parent):
-            _, lightest = tf.math.top_k(-weight, k=2)
-            a, b, new = lightest[0], lightest[1], k + i
-            weight = tf.tensor_scatter_nd_update(
-                weight, tf.reshape(tf.stack([a, b, new]), [3, 1]), tf.stack([big, big, weight[a] + weight[b]]))
-            parent = tf.tensor_scatter_nd_update(parent, tf.reshape(tf.stack([a, b]), [2, 1]), tf.stack([new, new]))
-            return i + 1, weight, parent
-
-        _, _, parent = tf.while_loop(lambda i, w, p: i < used - 1, merge,
-                                     [tf.constant(0), weight0, parent0])
-        has_parent = parent >= 0
-        safe_parent = tf.maximum(parent, 0)
-
-        def deepen(depth, _):
-            new_depth = tf.where(has_parent, tf.gather(depth, safe_parent) + 1, 0)
-            return new_depth, tf.reduce_any(tf.not_equal(new_depth, depth))
-
-        depth, _ = tf.while_loop(lambda d, changed: changed, deepen,
-                                 [tf.zeros([2 * k - 1], tf.int32), tf.constant(True)])
-        lengths = tf.where(c > 0, depth[:k], 0)
-        return tf.where((used == 1) & (c > 0), 1, lengths)
-
-    def too_long(c, lengths):
-        return tf.reduce_max(lengths) > max_code_length
+        return tf.ensure_shape(tf.cast(lengths_fn(c), tf.int32), c.shape)
 
     def flatten(c, lengths):
         c = tf.where(c > 0, (c + 1) // 2, 0)
         return c, build(c)
 
-    _, lengths = tf.while_loop(too_long, flatten, [counts, build(counts)])
-    return lengths
+    _, lengths = tf.while_loop(lambda c, lengths: tf.reduce_max(lengths) > max_code_length, flatten,
+                               [counts, build(counts)], maximum_iterations=64)
+    fits = tf.debugging.assert_less_equal(
+        tf.reduce_max(lengths), max_code_length,
+        message=f"code lengths stay above max_code_length={max_code_length}: is lengths_fn a Huffman code?")
+    with tf.control_dependencies([fits]):
+        return tf.identity(lengths)
 
 
 @_graph_when_eager
@@ -123,7 +125,7 @@ def huffman_pack(symbols, lengths, max_code_length, symbols_per_chunk):
     """Write the code of every symbol into one bit stream.
 
     ``symbols``: int32 [n]; ``lengths``: code lengths from
-    :func:`huffman_code_lengths`. Returns ``(words, chunk_starts)``: the bit
+    :func:`limit_code_lengths`. Returns ``(words, chunk_starts)``: the bit
     stream, most significant bit first, in int32 words (``ceil(total bits /
     32)`` of them), and the bit offset (int32) where every chunk of
     ``symbols_per_chunk`` symbols starts.

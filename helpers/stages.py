@@ -1,31 +1,20 @@
-"""Encoding stages written for notebook 05: the warm-up and the solutions of its exercises.
+"""Encoding stages written for notebook 05: the warm-up, the solutions of its exercises, and their encoders.
 
 Every stage implements tfmot's stage interface with TensorFlow graph ops only,
 so it runs inside TFF computations (serialized TF graphs):
 
-- :class:`Float16EncodingStage` (warm-up): send float32 values as float16.
-- :class:`NonUniformQuantizationEncodingStage` (exercise a): ``2**bits``
-  levels placed where the values are (spaced by the cube root of their
-  density, refined by Lloyd iterations), each value replaced by the index of
-  its nearest level. The
-  level table travels with the indices and is counted.
-- :class:`HuffmanEncodingStage` (exercise b): a lossless canonical Huffman
-  code over integer symbols (for example the output of 8-bit uniform
-  quantization). The output is the coded bit stream in int32 words, the code
-  lengths (all the decoder needs to rebuild the code) and the bit offset of
-  every chunk of symbols, so decoding runs on all chunks at once. The
-  bit-stream code itself is in :mod:`helpers.huffman`.
+- :class:`Float16EncodingStage` (warm-up): float32 values sent as float16.
+- :class:`NonUniformQuantizationEncodingStage` (exercise a): the index of the
+  nearest of ``2**bits`` levels placed by :mod:`helpers.companding`.
+- :class:`HuffmanEncodingStage` (exercise b): lossless canonical Huffman
+  coding of integer symbols, on the graph-op blocks of :mod:`helpers.huffman`.
 - :class:`AdaptiveRangeQuantizationEncodingStage` (exercise c): uniform
-  quantization on ``[-range, range]`` where ``range`` is the largest ``|x|``
-  seen in the previous round. The range is shared by all clients, so the stage
-  commutes with sum: the server adds the integers before decoding.
+  quantization on a range the server learns from the previous round.
 
 Each stage has a factory returning a ``te.core.Encoder`` (``flatten -> stage
--> ...``) for :func:`helpers.compression.threshold_policy`, e.g.
-``compression.threshold_policy(lambda: stages.huffman_encoder(bits=8))``. The
-factories take ``stage_cls`` so the notebook can plug in a student's class.
-:func:`adaptive_ranges` reads the current range of every adaptive encoder
-from a FedAvg process state.
+-> ...``) for :func:`helpers.compression.threshold_policy`; ``stage_cls`` lets
+the notebook plug in a student's class. :func:`adaptive_ranges` reads the
+ranges of the adaptive encoders from a FedAvg process state.
 """
 import collections
 
@@ -33,14 +22,15 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers.huffman import huffman_code_lengths, huffman_pack, huffman_unpack
+from helpers.companding import companded_levels
+from helpers.huffman import code_lengths, huffman_pack, huffman_unpack, limit_code_lengths
 
 __all__ = [
     "Float16EncodingStage", "NonUniformQuantizationEncodingStage", "HuffmanEncodingStage",
     "AdaptiveRangeQuantizationEncodingStage",
     "float16_encoder", "non_uniform_quantization_encoder", "huffman_encoder",
     "adaptive_quantization_encoder",
-    "companded_levels", "nearest_level",
+    "companded_levels", "nearest_level", "code_lengths",
     "adaptive_ranges",
 ]
 
@@ -92,16 +82,11 @@ class Float16EncodingStage(te.core.EncodingStageInterface):
 class NonUniformQuantizationEncodingStage(te.core.EncodingStageInterface):
     """Quantization to ``2**bits`` levels placed where the values are.
 
-    The levels are spaced by the cube root of the values' density (see
-    :func:`companded_levels`) and refined by ``lloyd_iterations`` Lloyd steps
-    (each level moves to the mean of the values nearest to it). Every value is replaced by the
-    index of its nearest level, as a float32 "integer" in
-    ``[0, 2**bits - 1]`` so that ``BitpackingEncodingStage(bits)`` can pack it.
-    The level table (``2**bits`` float32) is sent with the indices.
-
-    Dense regions get many close levels and sparse tails few, so on bell-shaped
-    data (model updates) the error is far below uniform quantization's, whose
-    levels are spread evenly between the minimum and maximum.
+    Each client places its own levels with :func:`companded_levels` (given:
+    cube-root density, then ``lloyd_iterations`` Lloyd steps), replaces every
+    value by the index of its nearest level, as a float32 "integer" in
+    ``[0, 2**bits - 1]`` that ``BitpackingEncodingStage(bits)`` can pack,
+    and sends the level table (``2**bits`` float32) with the indices.
     """
 
     ENCODED_VALUES_KEY = "level_indices"
@@ -122,22 +107,22 @@ class NonUniformQuantizationEncodingStage(te.core.EncodingStageInterface):
 
     @property
     def compressible_tensors_keys(self):
-        """The level indices may be encoded further (bitpacked); the levels may not."""
-        return [self.ENCODED_VALUES_KEY]
+        """Which keys of encode's output should a child stage (bitpacking) encode further? A list."""
+        return [self.ENCODED_VALUES_KEY]  # the indices; the float32 levels stay as they are
 
     @property
     def commutes_with_sum(self):
-        """False: every client picks its own levels, so indices of two clients cannot be added."""
-        return False
+        """Does the sum of two clients' encodings decode to the sum of their values? True or False."""
+        return False  # every client picks its own levels: indices of two clients cannot be added
 
     @property
     def decode_needs_input_shape(self):
-        """False: the indices keep the shape of ``x``."""
-        return False
+        """Does decode need the shape of encode's input to restore it? True or False."""
+        return False  # the indices keep the shape of x
 
     def get_params(self):
-        """No parameters: everything the decoder needs travels in the encoded tensors."""
-        return collections.OrderedDict(), collections.OrderedDict()
+        """What do encode and decode need besides x and the encoded tensors? ``(encode_params, decode_params)``."""
+        return collections.OrderedDict(), collections.OrderedDict()  # nothing: it all travels encoded
 
     def encode(self, x, encode_params):
         """``{ENCODED_VALUES_KEY: nearest-level indices (x's dtype and shape), LEVELS_KEY: levels}``."""
@@ -156,54 +141,6 @@ class NonUniformQuantizationEncodingStage(te.core.EncodingStageInterface):
         indices = encoded_tensors[self.ENCODED_VALUES_KEY]
         levels = encoded_tensors[self.LEVELS_KEY]
         return tf.gather(levels, tf.cast(indices, tf.int32))
-
-
-@tf.autograph.experimental.do_not_convert
-def companded_levels(flat, num_levels, lloyd_iterations):
-    """``num_levels`` sorted levels for the values ``flat``: cube-root density, then Lloyd steps.
-
-    At high resolution the mean squared error is smallest when the density of
-    levels follows the cube root of the density of the values (Panter and
-    Dite, 1951). Levels at plain quantiles follow the density itself: too
-    many levels in the bulk, too few in the tails, which at 8 bits is worse
-    than uniform. So: a histogram of ``16 * num_levels`` bins over [min, max],
-    its cube root as a new density, and level ``i`` at the
-    ``(i + 0.5) / num_levels`` quantile of that density (linear within a
-    bin). Each Lloyd step then moves every level to the mean of the values
-    nearest to it, which never increases the error. With the values sorted
-    once, a level's values are a contiguous run (found with
-    ``searchsorted``) and its mean comes from prefix sums, so a Lloyd step
-    costs ``num_levels`` binary searches, not a pass over the data.
-    """
-    sorted_x = tf.sort(flat)
-    n = tf.size(flat)
-    low, high = sorted_x[0], sorted_x[-1]
-    spread = high > low
-    safe_high = tf.where(spread, high, low + 1)
-    bins = 16 * num_levels
-    histogram = tf.histogram_fixed_width(sorted_x, tf.stack([low, safe_high]), nbins=bins)
-    cube_root = tf.pow(tf.cast(histogram, tf.float64), 1.0 / 3.0)
-    cdf = tf.concat([tf.zeros([1], tf.float64), tf.cumsum(cube_root)], 0)
-    cdf = cdf / cdf[-1]
-    edges = tf.cast(low, tf.float64) + tf.cast(safe_high - low, tf.float64) * tf.linspace(
-        tf.constant(0.0, tf.float64), 1.0, bins + 1)
-    targets = (tf.range(num_levels, dtype=tf.float64) + 0.5) / num_levels
-    bin_index = tf.clip_by_value(tf.searchsorted(cdf, targets, side="right") - 1, 0, bins - 1)
-    below, above = tf.gather(cdf, bin_index), tf.gather(cdf, bin_index + 1)
-    fraction = tf.math.divide_no_nan(targets - below, above - below)
-    left = tf.gather(edges, bin_index)
-    levels = tf.cast(left + fraction * (tf.gather(edges, bin_index + 1) - left), flat.dtype)
-    levels = tf.where(spread, levels, tf.fill([num_levels], low))
-    prefix = tf.concat([tf.zeros([1], tf.float64), tf.cumsum(tf.cast(sorted_x, tf.float64))], 0)
-    for _ in range(lloyd_iterations):
-        thresholds = (levels[:-1] + levels[1:]) / 2
-        bounds = tf.concat([[0], tf.searchsorted(sorted_x, thresholds, side="right", out_type=tf.int32),
-                            [n]], 0)
-        first, last = bounds[:-1], bounds[1:]
-        count = tf.cast(last - first, tf.float64)
-        mean = (tf.gather(prefix, last) - tf.gather(prefix, first)) / tf.maximum(count, 1.0)
-        levels = tf.where(count > 0, tf.cast(mean, flat.dtype), levels)
-    return levels
 
 
 @tf.autograph.experimental.do_not_convert
@@ -226,16 +163,12 @@ class HuffmanEncodingStage(te.core.EncodingStageInterface):
     Input: float32 "integers" (the output of ``UniformQuantizationEncodingStage``),
     any shape. Encoded tensors:
 
-    - ``huffman_words``: int32 [ceil(coded bits / 32)], the coded bit stream;
+    - ``huffman_words``: int32 [ceil(coded bits / 32)], the coded bit stream
+      (its length depends on the data; the course counts bits at run time);
     - ``code_lengths``: uint8 [2**input_bits], each symbol's code length, from
       which the decoder rebuilds the canonical code;
     - ``chunk_starts``: int32 [ceil(n / symbols_per_chunk)], the bit offset of
       every chunk of symbols, so decoding handles all chunks at once.
-
-    The length of ``huffman_words`` depends on the data, so it is only known
-    at run time; the course counts bits at run time. Decoding needs the input
-    shape (for the number of symbols), which the ``Encoder`` keeps. Does not
-    commute with sum: code words cannot be added.
     """
 
     WORDS_KEY = "huffman_words"
@@ -261,22 +194,22 @@ class HuffmanEncodingStage(te.core.EncodingStageInterface):
 
     @property
     def compressible_tensors_keys(self):
-        """Nothing: a bit stream cannot be compressed further."""
-        return []
+        """Which keys of encode's output could a child stage encode further? A list."""
+        return []  # none: a bit stream does not compress further
 
     @property
     def commutes_with_sum(self):
-        """False: code words cannot be added."""
-        return False
+        """Does the sum of two clients' encodings decode to the sum of their values? True or False."""
+        return False  # added code words are no code words
 
     @property
     def decode_needs_input_shape(self):
-        """True: decode needs the number of symbols (and restores the shape)."""
-        return True
+        """Does decode need the shape of encode's input to restore it? True or False."""
+        return True  # the bit stream does not say how many symbols it holds
 
     def get_params(self):
-        """No parameters: the code is built from the data and its lengths are sent."""
-        return collections.OrderedDict(), collections.OrderedDict()
+        """What do encode and decode need besides x and the encoded tensors? ``(encode_params, decode_params)``."""
+        return collections.OrderedDict(), collections.OrderedDict()  # nothing: the lengths travel encoded
 
     def encode(self, x, encode_params):
         """``{WORDS_KEY: int32 bit stream, LENGTHS_KEY: uint8 code lengths, CHUNKS_KEY: int32 offsets}``."""
@@ -292,7 +225,7 @@ class HuffmanEncodingStage(te.core.EncodingStageInterface):
             counts = tf.math.bincount(symbols, minlength=num_symbols, maxlength=num_symbols,
                                       dtype=tf.int64)
         counts = tf.ensure_shape(counts, [num_symbols])
-        lengths = huffman_code_lengths(counts, self._max_code_length)
+        lengths = limit_code_lengths(counts, self._max_code_length, code_lengths)
         words, chunk_starts = huffman_pack(symbols, lengths, self._max_code_length,
                                            self._symbols_per_chunk)
         return collections.OrderedDict([
@@ -323,12 +256,8 @@ class AdaptiveRangeQuantizationEncodingStage(te.core.AdaptiveEncodingStageInterf
     (unbiased) to ``2**bits`` evenly spaced levels, and reports ``max |x|``
     (aggregated with MAX over clients). After the round, ``update_state``
     sets ``range`` to that maximum, so round ``t`` quantizes on the range
-    observed in round ``t - 1``.
-
-    Because every client uses the same range (it comes from the server's
-    state, not from the client's data) the stage commutes with sum: the
-    server adds the quantized integers of all clients and decodes once,
-    shifting by ``range * num_summands``.
+    observed in round ``t - 1``. The range comes from the server's state,
+    not from a client's data.
     """
 
     ENCODED_VALUES_KEY = "quantized_values"
@@ -351,23 +280,23 @@ class AdaptiveRangeQuantizationEncodingStage(te.core.AdaptiveEncodingStageInterf
 
     @property
     def compressible_tensors_keys(self):
-        """The quantized values may be encoded further (bitpacked)."""
+        """Which keys of encode's output should a child stage (bitpacking) encode further? A list."""
         return [self.ENCODED_VALUES_KEY]
 
     @property
     def commutes_with_sum(self):
-        """True: all clients share the range, so their integers can be added before decoding."""
-        return True
+        """Does the sum of two clients' encodings decode to the sum of their values? True or False."""
+        return True  # all clients share the range: their integers can be added before decoding
 
     @property
     def decode_needs_input_shape(self):
-        """False: the quantized values keep the shape of ``x``."""
-        return False
+        """Does decode need the shape of encode's input to restore it? True or False."""
+        return False  # the quantized values keep the shape of x
 
     @property
     def state_update_aggregation_modes(self):
-        """``max |x|`` of the clients is combined with MAX."""
-        return {self.MAX_ABS_KEY: te.core.StateAggregationMode.MAX}
+        """How is each state update combined over clients? ``{key: te.core.StateAggregationMode}``."""
+        return {self.MAX_ABS_KEY: te.core.StateAggregationMode.MAX}  # the largest max |x| of all clients
 
     def initial_state(self):
         """``{RANGE_KEY: initial_range}`` (float32)."""

@@ -4,6 +4,7 @@ import heapq
 import inspect
 import math
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, exercise_figures, exercises, huffman, model, sizing, stages, training
+from helpers import (companding, compression, exercise_checks, exercise_figures, exercise_runner, exercises,
+                     huffman, model, sizing, stages, training)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTION_NB = ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"
@@ -60,8 +62,10 @@ def test_hint_and_solution_print(capsys):
     exercises.hint("b")
     exercises.solution("b")
     out = capsys.readouterr().out
-    assert "huffman_code_lengths" in out and "class HuffmanEncodingStage" in out
-    assert "def huffman_unpack" in exercises.solution_source("lossless")
+    assert "limit_code_lengths" in out and "class HuffmanEncodingStage" in out
+    assert "def code_lengths" in exercises.solution_source("lossless")
+    assert "def huffman_unpack" not in exercises.solution_source("lossless")  # given, not an answer
+    assert "def companded_levels" not in exercises.solution_source("a")  # given, not an answer
     assert exercises.source_of(stages.HuffmanEncodingStage).startswith("@te.core.tf_style_encoding_stage")
 
 
@@ -312,6 +316,11 @@ def _raise(*args, **kwargs):
     raise NotImplementedError("your code here")
 
 
+class _Stubs:
+    def decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+        raise NotImplementedError("Exercise (a): your code here")
+
+
 def _stub_class(base, adaptive=False, body=_raise):
     original = base.__mro__[1]
     members = {name: (property(body) if isinstance(getattr(original, name), property) else body)
@@ -357,8 +366,8 @@ BROKEN = {
                        "is not lower than uniform quantization"),
     "not the nearest level": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage,
                                                    encode=_floor_encode), "must pick the nearest level"),
-    "partial stub": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage, decode=_raise),
-                     "decode still raises NotImplementedError"),
+    "partial stub": ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage, decode=_Stubs.decode),
+                     "BrokenNonUniformQuantizationEncodingStage.decode still raises NotImplementedError"),
     "no adaptation": ("adaptive", broken(stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True,
                                          update_state=lambda self, state, updates: dict(state)),
                       "update_state should move the parameter"),
@@ -445,19 +454,161 @@ def test_student_notebook_stubs_are_not_attempted(capsys):
     solution = nbformat.read(str(SOLUTION_NB), as_version=4)
     assert len(student.cells) == len(solution.cells)
     kinds = {"a": "nonuniform", "b": "lossless", "c": "adaptive"}
-    stubs = 0
+    namespace = dict(collections=collections, tf=tf, te=te)
+    checked = []
     for s_cell, cell in zip(solution.cells, student.cells):
         if "solution" not in s_cell.metadata.get("tags", []):
             assert cell.source == s_cell.metadata.get("student_source", s_cell.source)
             continue
-        stubs += 1
         assert "raise NotImplementedError(\"Exercise (" in cell.source
-        namespace = dict(collections=collections, tf=tf, te=te, huffman_code_lengths=huffman.huffman_code_lengths,
-                         huffman_pack=huffman.huffman_pack, huffman_unpack=huffman.huffman_unpack)
+        before = set(namespace)
         exec(compile(cell.source, "<stub>", "exec"), namespace)
-        classes = [v for v in namespace.values() if inspect.isclass(v) and v.__name__.startswith("TFStyle")]
-        assert len(classes) == 1
-        kind = kinds[s_cell.metadata["exercise"]]
-        result = exercises.evaluate(classes[0], kind)
+        new = [namespace[name] for name in set(namespace) - before]
+        classes = [v for v in new if inspect.isclass(v) and v.__name__.startswith("TFStyle")]
+        stage = classes[0] if classes else next(v for v in new if inspect.isfunction(v))
+        result = exercises.evaluate(stage, kinds[s_cell.metadata["exercise"]])
         assert result.status == "not attempted", result
-    assert stubs == 3
+        checked.append((s_cell.metadata["exercise"], stage.__name__))
+    assert [letter for letter, _ in checked] == ["a", "a", "b", "c"], checked
+    assert ("a", "non_uniform_encoder") in checked  # the student composes an encoder
+
+
+def test_student_property_stubs_ask_instead_of_answer():
+    """A property's docstring in the student copy is a question; its answer is not in the stub."""
+    student = nbformat.read(str(STUDENT_NB), as_version=4)
+    stubs = "\n".join(c.source for c in student.cells if "exercise" in c.metadata.get("tags", []))
+    for prop in ("compressible_tensors_keys", "commutes_with_sum", "decode_needs_input_shape",
+                 "state_update_aggregation_modes"):
+        docstrings = re.findall(rf"def {prop}\(self\):\n\s+\"\"\"(.*?)\"\"\"", stubs)
+        assert docstrings and all("?" in d for d in docstrings), (prop, docstrings)
+        assert not any(d.startswith(("True", "False", "Nothing", "No ")) for d in docstrings), (prop, docstrings)
+    assert "code words cannot be added" not in stubs and "share the range" not in stubs
+
+
+# ---------------------------------------------------------- stub naming, unbiased rounding --
+
+def _nearest_level_stub(flat, levels):
+    raise NotImplementedError("Exercise (a): your code here")
+
+
+def _encode_with_stub(self, x, encode_params):
+    flat = tf.reshape(x, [-1])
+    levels = companding.companded_levels(flat, 2**self._bits, 2)
+    return {"level_indices": tf.reshape(tf.cast(_nearest_level_stub(flat, levels), x.dtype), tf.shape(x)),
+            "levels": levels}
+
+
+def _code_lengths_stub(counts):
+    raise NotImplementedError("Exercise (b): your code here")
+
+
+def _huffman_encode_with_stub(self, x, encode_params):
+    symbols = tf.cast(tf.reshape(x, [-1]), tf.int32)
+    counts = tf.math.bincount(symbols, minlength=256, maxlength=256, dtype=tf.int64)
+    return {"lengths": huffman.limit_code_lengths(counts, 16, _code_lengths_stub)}
+
+
+def _nearest_rounding(self, x, encode_params):  # round to the nearest level: biased between levels
+    value_range, max_value = encode_params["range"], tf.cast(encode_params["max_value"], x.dtype)
+    scaled = (tf.clip_by_value(x, -value_range, value_range) + value_range) / (2 * value_range) * max_value
+    return {"quantized_values": tf.round(scaled)}, {"max_abs": tf.reduce_max(tf.abs(x))}
+
+
+def _one_draw_rounding(self, x, encode_params):  # one random number for the whole tensor: biased per call
+    value_range, max_value = encode_params["range"], tf.cast(encode_params["max_value"], x.dtype)
+    scaled = (tf.clip_by_value(x, -value_range, value_range) + value_range) / (2 * value_range) * max_value
+    floor = tf.floor(scaled)
+    up = tf.cast(tf.random.uniform([]) < scaled - floor, x.dtype)
+    return {"quantized_values": floor + up}, {"max_abs": tf.reduce_max(tf.abs(x))}
+
+
+@pytest.mark.parametrize("kind, stage, expected", [
+    ("nonuniform", broken(stages.NonUniformQuantizationEncodingStage, encode=_encode_with_stub),
+     "_nearest_level_stub (called by"),
+    ("lossless", broken(stages.HuffmanEncodingStage, encode=_huffman_encode_with_stub),
+     "_code_lengths_stub (called by"),
+])
+def test_checker_names_the_helper_that_is_still_a_stub(kind, stage, expected):
+    result = exercises.evaluate(stage, kind)
+    assert result.status == "failed" and result.message.startswith(expected), result.message
+    assert "still raises NotImplementedError" in result.message
+
+
+def test_stub_fault_names_the_member_itself_when_it_raises():
+    try:
+        _nearest_level_stub(None, None)
+    except NotImplementedError as error:
+        assert str(exercise_runner.stub_fault(error, "_nearest_level_stub")) == \
+            "_nearest_level_stub still raises NotImplementedError: implement it."
+        assert str(exercise_runner.stub_fault(error, "encode", "Stage")).startswith(
+            "_nearest_level_stub (called by Stage.encode)")
+
+
+@pytest.mark.parametrize("encode", [_nearest_rounding, _one_draw_rounding], ids=["nearest", "one draw"])
+def test_adaptive_checker_flags_biased_rounding(encode):
+    stage = broken(stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True, encode=encode)
+    result = exercises.evaluate(stage, "c")
+    assert result.status == "failed" and "rounding is biased" in result.message, result.message
+
+
+def test_unbiased_rounding_tolerance_is_five_standard_deviations():
+    """The reference passes; its measured bias is far inside the tolerance; round-to-nearest is far outside."""
+    stage = stages.AdaptiveRangeQuantizationEncodingStage(bits=8, initial_range=1.0)
+    runner = exercise_runner.Runner(stage, adaptive=True)
+    state = {"range": np.float32(1.0)}
+    exercise_checks.check_unbiased(runner, state, 1.0, 8)  # raises if biased
+    nearest = exercise_runner.Runner(
+        broken(stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True, encode=_nearest_rounding)(8), adaptive=True)
+    with pytest.raises(exercise_runner.Fault, match=r"0\.\d\d steps off, more than 0\.018 steps"):
+        exercise_checks.check_unbiased(nearest, state, 1.0, 8)
+
+
+def test_adaptive_checker_asks_about_commuting():
+    stage = broken(stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True,
+                   commutes_with_sum=property(lambda self: False))
+    result = exercises.evaluate(stage, "c")
+    assert result.status == "failed" and "commutes_with_sum is False" in result.message, result.message
+
+
+# ------------------------------------------------------- building blocks and figures --
+
+def test_code_lengths_are_optimal_and_limited():
+    rng = np.random.default_rng(11)
+    for symbols in (np.minimum(rng.geometric(0.3, 5000) - 1, 255), rng.integers(0, 256, 3000), np.array([4])):
+        counts = np.bincount(symbols, minlength=256)
+        lengths = huffman.code_lengths(tf.constant(counts)).numpy()
+        assert int(np.sum(counts * lengths)) == huffman_total_bits(symbols)
+        assert np.array_equal(lengths > 0, counts > 0)
+    counts = np.r_[2 ** np.arange(30), np.zeros(226)].astype(np.int64)  # a 29-bit code unless limited
+    assert huffman.code_lengths(tf.constant(counts)).numpy().max() == 29
+    assert huffman.limit_code_lengths(tf.constant(counts), 16, huffman.code_lengths).numpy().max() <= 16
+    with pytest.raises(tf.errors.InvalidArgumentError, match="code lengths stay above max_code_length"):
+        huffman.limit_code_lengths(tf.constant(counts), 16, lambda c: tf.fill(tf.shape(c), 20))
+
+
+def test_companded_levels_are_sorted_and_denser_in_the_bulk():
+    x = (np.random.default_rng(2).standard_t(3, 100_000) * 1e-3).astype(np.float32)
+    levels = companding.companded_levels(tf.constant(x), 16, 10).numpy()
+    assert levels.shape == (16,) and np.all(np.diff(levels) > 0)
+    inside = np.abs(levels) < 2 * x.std()
+    assert inside.sum() > 16 * np.mean(np.abs(np.linspace(x.min(), x.max(), 16)) < 2 * x.std())
+
+
+def test_figures_draw_what_they_say():
+    import matplotlib.pyplot as plt
+    x = (np.random.default_rng(4).standard_t(3, 20_000) * 1e-3).astype(np.float32)
+    levels = companding.companded_levels(tf.constant(x), 16, 10).numpy()
+    fig = exercise_figures.plot_levels(x, levels)
+    assert len(fig.axes[0].lines) == 32  # 16 uniform + 16 non-uniform levels over the whole range
+    plt.close(fig)
+    f = exercise_figures.huffman_figures(x, bits=8)
+    assert f["exact"] and f["counts"].sum() == x.size and f["lengths"].shape == (256,)
+    ax = exercise_figures.plot_code_lengths(f["counts"], f["lengths"])
+    assert len(ax.collections[0].get_offsets()) == np.count_nonzero(f["counts"])
+    plt.close(ax.figure)
+    import pandas as pd
+    table = pd.DataFrame({"range a": [1.0, 0.1, 0.2], "range b": [1.0, 0.5, 0.4], "loss": [2, 1, 1]},
+                         index=pd.Index([1, 2, 3], name="round"))
+    ax = exercise_figures.plot_ranges(table)
+    assert [line.get_label() for line in ax.get_lines()] == ["range a", "range b"]
+    plt.close(ax.figure)
