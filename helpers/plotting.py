@@ -177,8 +177,8 @@ def plot_changes(labels, changes, ax=None, title=None):
     means = np.array([c.mean for c in changes])
     errors = [means - [c.low for c in changes], [c.high for c in changes] - means]
     colors = ["tab:red" if c.high < 0 else "tab:green" if c.low > 0 else "tab:blue" for c in changes]
-    ax.errorbar(means, y, xerr=errors, fmt="none", ecolor=colors, capsize=3)
-    ax.scatter(means, y, color=colors, zorder=3)
+    for row, mean, low, high, color in zip(y, means, errors[0], errors[1], colors):
+        ax.errorbar(mean, row, xerr=[[low], [high]], fmt="o", color=color, capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(y, labels)
     first = changes[0] if changes else None
