@@ -100,6 +100,7 @@ def check_lossless(runner, stage, label):
                         f"{name} stream: a lossless stage must return exactly its input.")
         if name == "skewed":
             skewed = (x.size, bits, entropy_bits(symbols))
+            runner.check_same_in_a_session(x, runner.encode(x)[0])
     n, bits, entropy = skewed
     per_value = bits / n
     if per_value >= 8:

@@ -174,6 +174,7 @@ def plot_ranges(table, ax=None):
     for column in [c for c in table.columns if "range" in c]:
         ax.plot(table.index, table[column], marker="o", label=column)
     ax.set_yscale("log")
+    ax.set_xticks(list(table.index))
     ax.set_xlabel("round")
     ax.set_ylabel("range used in the round")
     ax.legend(fontsize=8)

@@ -134,6 +134,22 @@ class Runner:
         _check_bits(encoded, bits)
         return decoded, encoded, updates, bits
 
+    def check_same_in_a_session(self, x, encoded):
+        """Raises ``Fault`` unless encode in a TF1 graph and session (as TFF runs it) gives ``encoded``.
+
+        For stages whose output is exact (integer ops), so that the two must
+        agree to the bit; ``encoded`` is what :meth:`encode` (a
+        ``tf.function``) returned for ``x``.
+        """
+        graph = tf.Graph()
+        with graph.as_default():
+            output = self.stage.encode(tf.constant(x), self.stage.get_params()[0])
+            with tf.compat.v1.Session(graph=graph) as session:
+                in_session = session.run(dict(output))
+        if any(not np.array_equal(in_session[k], encoded[k]) for k in encoded):
+            raise Fault("encode gives other tensors in a TF1 graph, as TFF runs it, than in a tf.function: "
+                        "`==` on graph tensors compares the objects, not their values; use tf.equal.")
+
     def update_state(self, state, updates):
         function = tf.function(self.stage.update_state, autograph=False)
         new_state = to_numpy(_run(function, (state, updates), "update_state", raw=True))

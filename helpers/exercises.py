@@ -102,7 +102,8 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
            2**62 for absent symbols and unused nodes), the node every symbol is in (tf.range(K) at
            first) and every symbol's length (zeros). One merge, in a tf.while_loop run
            (number of symbols that occur - 1) times: _, (a, b) = tf.math.top_k(-weight, k=2);
-           the symbols in node a or b get one bit more and move to the new node K + i; the new
+           the symbols in node a or b (tf.equal: == on graph tensors compares identity, not values)
+           get one bit more and move to the new node K + i; the new
            node weighs weight[a] + weight[b], and a and b get 2**62
            (tf.tensor_scatter_nd_update). At the end a symbol that occurs needs at least 1 bit.
         2. encode: symbols = tf.cast(tf.round(tf.reshape(x, [-1])), tf.int32);

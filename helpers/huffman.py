@@ -55,7 +55,7 @@ def code_lengths(counts):
     def merge(i, weight, node, length):
         _, lightest = tf.math.top_k(-weight, k=2)
         a, b, new = lightest[0], lightest[1], k + i
-        below = (node == a) | (node == b)  # the symbols under the two merged nodes: one bit more
+        below = tf.equal(node, a) | tf.equal(node, b)  # the symbols under the merged nodes: one bit more
         weight = tf.tensor_scatter_nd_update(weight, tf.reshape(tf.stack([a, b, new]), [3, 1]),
                                              tf.stack([big, big, weight[a] + weight[b]]))
         return i + 1, weight, tf.where(below, new, node), length + tf.cast(below, tf.int32)

@@ -612,3 +612,36 @@ def test_figures_draw_what_they_say():
     ax = exercise_figures.plot_ranges(table)
     assert [line.get_label() for line in ax.get_lines()] == ["range a", "range b"]
     plt.close(ax.figure)
+
+
+def _identity_equal_code_lengths(counts):
+    """code_lengths written with ``==``: right in a tf.function, wrong in TFF's TF1 graphs."""
+    counts = tf.cast(counts, tf.int64)
+    k, big = counts.shape[0], tf.constant(2**62, tf.int64)
+    weight = tf.concat([tf.where(counts > 0, counts, big), tf.fill([k - 1], big)], 0)
+
+    def merge(i, weight, node, length):
+        _, lightest = tf.math.top_k(-weight, k=2)
+        a, b = lightest[0], lightest[1]
+        below = (node == a) | (node == b)
+        weight = tf.tensor_scatter_nd_update(weight, tf.reshape(tf.stack([a, b, k + i]), [3, 1]),
+                                             tf.stack([big, big, weight[a] + weight[b]]))
+        return i + 1, weight, tf.where(below, k + i, node), length + tf.cast(below, tf.int32)
+
+    used = tf.math.count_nonzero(counts, dtype=tf.int32)
+    _, _, _, length = tf.while_loop(lambda i, *_: i < used - 1, merge,
+                                    [tf.constant(0), weight, tf.range(k), tf.zeros([k], tf.int32)])
+    return tf.where(counts > 0, tf.maximum(length, 1), 0)
+
+
+def _encode_with_identity_equal(self, x, encode_params):
+    symbols = tf.cast(tf.round(tf.reshape(x, [-1])), tf.int32)
+    counts = tf.ensure_shape(tf.math.bincount(symbols, minlength=256, maxlength=256, dtype=tf.int64), [256])
+    lengths = huffman.limit_code_lengths(counts, 16, _identity_equal_code_lengths)
+    words, chunk_starts = huffman.huffman_pack(symbols, lengths, 16, 1024)
+    return {"huffman_words": words, "code_lengths": tf.cast(lengths, tf.uint8), "chunk_starts": chunk_starts}
+
+
+def test_checker_catches_tensor_equality_that_fails_in_tff_graphs():
+    result = exercises.evaluate(broken(stages.HuffmanEncodingStage, encode=_encode_with_identity_equal), "b")
+    assert result.status == "failed" and "use tf.equal" in result.message, result.message
