@@ -15,6 +15,7 @@ import json
 from typing import Optional, Tuple
 
 from helpers import checkpoints, config
+from helpers.history import History
 
 
 def _is_int(value, minimum):
@@ -124,7 +125,7 @@ def kept_models(settings):
 
 
 def cached_history(name, settings, train_fn, checkpoint_every=checkpoints.DEFAULT_EVERY):
-    """Load the saved :class:`helpers.training.History` of a run with exactly these ``settings``, or train and save it.
+    """Load the saved :class:`helpers.history.History` of a run with exactly these ``settings``, or train and save it.
 
     ``settings`` (a :class:`RunSettings`, or a dict that also names the
     methods, seed...) is hashed into the file name under ``outputs/runs/``.
@@ -133,8 +134,6 @@ def cached_history(name, settings, train_fn, checkpoint_every=checkpoints.DEFAUL
     ``checkpoint_every`` rounds under ``outputs/checkpoints/`` and resumes a
     run that was killed; the checkpoints are deleted once the history is saved.
     """
-    from helpers.training import History  # training imports this module
-
     path = config.output_dir("runs") / f"{name}-{settings_key(settings)}.json"
     if path.exists():
         print(f"loaded {name} from {path} (delete the file to train it again)")
