@@ -38,7 +38,7 @@ IDENTITY = "identity"
 # The sweep trains every row once per seed, so each run is short: it starts from
 # runs.LONG_RUN after `warm_rounds` rounds (where its server step drops) and
 # trains `rounds` more with the small step (notebook 06 explains).
-SWEEP_RUN = runs.RunSettings(warm_rounds=70, rounds=10, clients_per_round=5, client_lr=0.1, server_lr=0.1,
+SWEEP_RUN = runs.RunSettings(warm_rounds=70, rounds=20, clients_per_round=5, client_lr=0.1, server_lr=0.1,
                              server_momentum=0.9)
 FAST_SWEEP_SIZE = dict(warm_rounds=1, rounds=1, clients_per_round=2, fast=True)
 # `make frontier`: every row from a fresh model, trained as long as notebook 03's long run.

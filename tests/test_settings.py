@@ -53,7 +53,7 @@ def test_full_size_settings(monkeypatch):
     long = runs.run_settings("long")
     assert (long.rounds, long.clients_per_round, long.server_lr_drop, long.keep_model_after) == (100, 10, (70, 0.1), (70,))
     sweep = frontier.sweep_settings()
-    assert (sweep.warm_rounds, sweep.rounds, sweep.clients_per_round, sweep.eval_every) == (70, 10, 5, None)
+    assert (sweep.warm_rounds, sweep.rounds, sweep.clients_per_round, sweep.eval_every) == (70, 20, 5, None)
     scratch = frontier.from_scratch_settings(clients=500)
     assert (scratch.warm_rounds, scratch.rounds, scratch.server_lr_drop, scratch.clients) == (0, 100, (70, 0.1), 500)
 
