@@ -50,7 +50,8 @@ def main():
     settings = frontier.from_scratch_settings(clients=len(train.client_ids))
     print(f"{len(rows)} rows x {len(config.seeds())} seeds, {settings}", flush=True)
     started = time.perf_counter()
-    histories = frontier.run_sweep(model.build_model_fn(only_digits=True), settings, train, evaluate, rows=rows)
+    histories = frontier.run_sweep(model.build_model_fn(only_digits=True), settings, train, evaluate, rows=rows,
+                                   verbose=True)  # a line per round, with the time left
     table = frontier.results_table(histories)
     csv_path, json_path = frontier.save_results(table, config.output_dir(FOLDER))
     figure = Figure(figsize=(15, 5.5))
