@@ -124,16 +124,21 @@ def kept_models(settings):
     return {r: kept_model_path(settings, r) for r in settings.keep_model_after}
 
 
-def cached_history(name, settings, train_fn, checkpoint_every=checkpoints.DEFAULT_EVERY):
+def cached_history(name, settings, train_fn, code=None, checkpoint_every=checkpoints.DEFAULT_EVERY):
     """Load the saved :class:`helpers.history.History` of a run with exactly these ``settings``, or train and save it.
 
     ``settings`` (a :class:`RunSettings`, or a dict that also names the
-    methods, seed...) is hashed into the file name under ``outputs/runs/``.
-    ``train_fn()`` returns a History. Returns ``(history, path)``. While
+    methods, seed...) is hashed into the file name under ``outputs/runs/``;
+    so is ``code`` when given (the encoders the run trains with, say): the
+    hash of its source (:func:`helpers.checkpoints.describe`), so that
+    editing it trains again. ``train_fn()`` returns a History. Returns ``(history, path)``. While
     ``train_fn`` runs, :func:`helpers.training.train_fed_avg` checkpoints every
     ``checkpoint_every`` rounds under ``outputs/checkpoints/`` and resumes a
     run that was killed; the checkpoints are deleted once the history is saved.
     """
+    if code is not None:
+        digest = hashlib.sha256(checkpoints.describe(code).encode()).hexdigest()[:16]
+        settings = dict(_as_dict(settings), code=digest)
     path = config.output_dir("runs") / f"{name}-{settings_key(settings)}.json"
     if path.exists():
         print(f"loaded {name} from {path} (delete the file to train it again)")

@@ -11,7 +11,6 @@ rounds evaluates the global model on the test split. It returns a
 :class:`helpers.runs.RunSettings`; :func:`train_paired` trains it once per seed,
 for paired comparisons (:mod:`helpers.intervals`).
 """
-import hashlib
 import math
 import pathlib
 import time
@@ -255,12 +254,11 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
     same initial model (``initial_weights``, or one drawn from the seed), the
     same clients and the same shuffles: their comparison is paired
     (:mod:`helpers.intervals`). Each run is saved under ``outputs/runs/`` as
-    ``<name>-seed<seed>-<hash>.json``, keyed by ``key`` (default: ``settings``
-    and the source of ``encoders``) and the seed, and loaded when saved. The
+    ``<name>-seed<seed>-<hash>.json``, keyed by ``key`` (default: ``settings``),
+    the seed and the source of ``encoders``, and loaded when saved. The
     process is built once, when the first seed needs training.
     """
-    code = hashlib.sha256(checkpoints.describe(encoders).encode()).hexdigest()[:16]
-    key = dict(key or dict(settings.as_dict(), encoders=code))
+    key = dict(key or settings.as_dict())
     if initial_weights is not None:
         key["initial_weights"] = checkpoints.array_digest(initial_weights)
     built, histories, started = [], [], time.perf_counter()
@@ -271,7 +269,7 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
             return train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name, verbose=verbose,
                                  initial_weights=initial_weights, seed=seed, process=built[0])
 
-        history, _ = runs.cached_history(f"{name}-seed{seed}", dict(key, seed=seed), train_one)
+        history, _ = runs.cached_history(f"{name}-seed{seed}", dict(key, seed=seed), train_one, code=encoders)
         histories.append(history)
         accuracy = history.final_accuracy()
         print(f"{name}, seed {seed}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "

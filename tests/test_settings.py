@@ -125,6 +125,27 @@ def test_cached_history_trains_once_per_settings(tmp_path, monkeypatch, capsys):
     assert calls == [0, 1]
 
 
+def test_cached_history_trains_again_when_the_code_it_trains_with_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
+    calls = []
+
+    def train():
+        calls.append(len(calls))
+        return fake_history("run", (10, 5), 0.5)
+
+    def eight_bit(spec):
+        return 8
+
+    def four_bit(spec):
+        return 4
+
+    runs.cached_history("run", dict(rounds=2), train, code=eight_bit)
+    runs.cached_history("run", dict(rounds=2), train, code=eight_bit)
+    assert calls == [0]
+    runs.cached_history("run", dict(rounds=2), train, code=four_bit)  # same settings, other source
+    assert calls == [0, 1]
+
+
 def test_sweep_rows_are_cached_under_their_settings_methods_and_code(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
     trained = []
