@@ -124,7 +124,7 @@ def write_report():
              f"Written {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
              f"(Python {platform.python_version()}); outputs in `{config.output_dir()}`.", ""]
     lines += long_run_section(histories) + comparisons_section() + frontier_section()
-    if (config.output_dir("frontier_from_scratch") / "results.json").exists():
+    if (config.output_dir() / "frontier_from_scratch" / "results.json").exists():  # make frontier ran
         lines += frontier_section("frontier_from_scratch", "The frontier from scratch (make frontier)",
                                   "run make frontier", rows=[])
     lines += timings_section()

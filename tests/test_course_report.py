@@ -26,6 +26,7 @@ def test_report_names_what_is_missing(output):
     assert "Missing: no comparisons saved (run notebook 04)" in text
     assert "(run notebook 06)" in text
     assert "from scratch" not in text  # make frontier has not run: no section, no complaint
+    assert not (output / "frontier_from_scratch").exists()  # and the report creates no empty folder for it
 
 
 def test_report_has_the_key_figures_with_their_intervals(output):
