@@ -4,6 +4,7 @@
 #   make lab      JupyterLab on the notebooks
 #   make test-slow     the tests marked slow: training runs in fresh processes (CI runs them)
 #   make test-browser  the course in JupyterLab in headless Chromium (apt-get install chromium)
+#   make test-colab    the Colab route on a stand-in for Colab's Python 3.11 runtime (2025.07)
 #   make bench    speed figures, saved under outputs/bench/
 #   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
@@ -15,9 +16,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course test test-slow test-browser lab bench frontier exercises lock clean-env
+.PHONY: env course test test-slow test-browser test-colab lab bench frontier exercises lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -40,6 +41,13 @@ test-slow: env
 
 test-browser: env
 	$(PY) -m pytest --browser tests/browser -q
+	@scripts/check_no_workers.sh
+
+# Builds the stand-in from uv's cache (the first time it downloads Colab's packages, TensorFlow 2.18 among them);
+# the install's time and download size and the notebooks' times go to outputs/colab/standin.json.
+test-colab: env
+	$(PY) -m pytest --colab tests/colab -q
+	@cat outputs/colab/standin.json
 	@scripts/check_no_workers.sh
 
 bench: env

@@ -16,8 +16,15 @@ import pathlib
 
 SEED = 0
 
-# The Jupyter kernel `make env` installs into .venv, and that every notebook's metadata names.
-KERNEL_NAME = "fl-compression-course"
+# Where the course is published: the one setting behind every Colab, Binder and Codespaces badge and the
+# clone in the notebooks' setup cell (`python scripts/notebook_cells.py` writes them; a test checks them).
+REPOSITORY = "OWNER/REPO"
+BRANCH = "main"
+
+# The Jupyter kernel `make env` installs into .venv, and that every notebook's metadata names. Its name is
+# Jupyter's standard "python3", so that Colab opens the notebooks on its own kernel without a warning; inside
+# .venv (make lab, Binder, nbval) "python3" is the course's environment, installed under this display name.
+KERNEL_NAME = "python3"
 KERNEL_DISPLAY_NAME = "FL compression course (Python 3.11)"
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -18,8 +18,8 @@ from helpers import config  # noqa: E402
 def _pinned_prefix(name, lock_input):
     """The version prefix that ``name==X.Y.*`` or ``name==X.Y.Z`` in a lock input of the repository allows.
 
-    The bounds live only in requirements.in and requirements-tff.in (README: "Why the environment is
-    installed in two steps"); this check reads them from there instead of repeating them.
+    The bounds live only in the lock inputs requirements-tff-deps.in and requirements-tff.in (README: "Why
+    the environment is installed in two steps"); this check reads them from there instead of repeating them.
     """
     import pathlib
     import re
@@ -38,8 +38,8 @@ def _pinned_prefix(name, lock_input):
 
 EXPECTED = {
     "tensorflow-federated": _pinned_prefix("tensorflow-federated", "requirements-tff.in"),
-    "tensorflow-model-optimization": _pinned_prefix("tensorflow-model-optimization", "requirements.in"),
-    "tensorflow": _pinned_prefix("tensorflow", "requirements.in"),
+    "tensorflow-model-optimization": _pinned_prefix("tensorflow-model-optimization", "requirements-tff-deps.in"),
+    "tensorflow": _pinned_prefix("tensorflow", "requirements-tff-deps.in"),
 }
 
 
@@ -122,4 +122,7 @@ def start(seed=config.SEED):
     print(f"TFF {versions['tensorflow-federated']}, TF {versions['tensorflow']}, "
           f"tfmot {versions['tensorflow-model-optimization']} | {mode} | seed {seed} | "
           f"{workers.current_workers()}")
+    from helpers import colab
+    if colab.on_colab():
+        print(colab.outputs_notice(config.output_dir()))
     return fast

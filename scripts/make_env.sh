@@ -54,7 +54,7 @@ run_pip install --require-hashes --no-deps -r requirements-tff.txt
 echo "  [3/4] the course helpers (editable)"
 run_pip install --no-deps -e .
 echo "  [4/4] the Jupyter kernel the notebooks name (helpers.config.KERNEL_NAME)"
-# = python -m ipykernel install --sys-prefix --name fl-compression-course --display-name "FL compression course (Python 3.11)"
+# = python -m ipykernel install --sys-prefix --name python3 --display-name "FL compression course (Python 3.11)"
 if ! "$VENV/bin/python" -c "$INSTALL_KERNEL" --sys-prefix >>"$LOG" 2>&1; then
   echo "error: installing the Jupyter kernel failed; the last lines of $LOG:" >&2
   tail -n 5 "$LOG" >&2

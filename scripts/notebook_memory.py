@@ -22,7 +22,8 @@ import nbformat
 import psutil
 from nbclient import NotebookClient
 
-KERNEL = "fl-compression-course"
+from helpers.config import KERNEL_NAME as KERNEL
+
 
 
 def tree_memory():

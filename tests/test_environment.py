@@ -46,9 +46,15 @@ def locked(path):
 
 
 def bounds(path):
-    """The requirements of a lock input such as requirements.in."""
-    return [Requirement(line.split("#", 1)[0].strip()) for line in (ROOT / path).read_text().splitlines()
-            if line.split("#", 1)[0].strip()]
+    """The requirements of a lock input such as requirements.in, with those of the files it includes (``-r``)."""
+    requirements = []
+    for line in (ROOT / path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            requirements += bounds((ROOT / path).parent.relative_to(ROOT) / line[3:].strip())
+        elif line:
+            requirements.append(Requirement(line))
+    return requirements
 
 
 def test_lock_pins_every_package_with_a_hash():
@@ -63,7 +69,8 @@ def test_lock_pins_every_package_with_a_hash():
 
 def test_lock_satisfies_its_inputs():
     """Catches a requirements.in edited without running scripts/lock.sh."""
-    for lock, source in [("requirements.txt", "requirements.in"), ("requirements-tff.txt", "requirements-tff.in")]:
+    for lock, source in [("requirements.txt", "requirements.in"), ("requirements-tff.txt", "requirements-tff.in"),
+                         ("colab/requirements.txt", "colab/requirements.in")]:
         pins = locked(lock)
         for requirement in bounds(source):
             name = canonicalize_name(requirement.name)
