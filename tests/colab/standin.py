@@ -21,8 +21,19 @@ from helpers import colab  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
 GOOGLE_COLAB = '''"""Stand-in for Colab's google.colab, for the course's tests: its presence is what tells a notebook it runs
-on Colab. The real module serves Colab's front end; the course calls none of it."""
+on Colab. The real package serves Colab's front end; the course calls none of it."""
 '''
+# jax (which TFF imports) imports google.colab.output once google.colab is importable; it calls it only in its
+# debugger, which the course does not use.
+GOOGLE_COLAB_OUTPUT = '''"""Stand-in for Colab's google.colab.output (JavaScript in Colab's front end): empty here."""
+'''
+
+
+def add_google_colab(site):
+    """Put the stand-in ``google.colab`` (with its ``output``) into the site-packages folder ``site``."""
+    (site / "google" / "colab").mkdir(parents=True, exist_ok=True)
+    (site / "google" / "colab" / "__init__.py").write_text(GOOGLE_COLAB)
+    (site / "google" / "colab" / "output.py").write_text(GOOGLE_COLAB_OUTPUT)
 
 
 def uv():
@@ -71,8 +82,7 @@ def build(folder):
                    check=True)
     site = pathlib.Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                        capture_output=True, text=True, check=True).stdout.strip())
-    (site / "google" / "colab").mkdir(parents=True, exist_ok=True)
-    (site / "google" / "colab" / "__init__.py").write_text(GOOGLE_COLAB)
+    add_google_colab(site)
     return python
 
 
@@ -84,13 +94,17 @@ def installed(python):
 
 
 def kernelspec(python, folder, name="colab-standin"):
-    """Write a Jupyter kernelspec for ``python`` under ``folder``/kernels; its kernel imports google.colab at start."""
+    """Write a Jupyter kernelspec for ``python`` under ``folder``/kernels; returns its name.
+
+    Its kernel imports google.colab at start, as Colab's does, and finds the environment's scripts (``tensorboard``).
+    """
     spec = folder / "kernels" / name
     spec.mkdir(parents=True, exist_ok=True)
     argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
-            "--IPKernelApp.exec_lines=['import google.colab']"]
+            "--IPKernelApp.exec_lines=import google.colab"]
+    path = f"{pathlib.Path(python).parent}:{os.environ.get('PATH', '')}"  # its scripts on the PATH, as on Colab
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Colab stand-in",
-                                                  "language": "python"}))
+                                                  "language": "python", "env": {"PATH": path}}))
     return name
 
 

@@ -198,8 +198,7 @@ def test_setup_cell_on_colabs_default_python_says_what_to_do_in_one_sentence(tmp
     subprocess.run([standin.uv(), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
                     "ipykernel"], check=True)
     site = next((venv / "lib").glob("python3.*/site-packages"))
-    (site / "google" / "colab").mkdir(parents=True)
-    (site / "google" / "colab" / "__init__.py").write_text(standin.GOOGLE_COLAB)
+    standin.add_google_colab(site)
     name = standin.kernelspec(venv / "bin" / "python", tmp_path / "jupyter", "colab-default")
     content = tmp_path / "content"
     content.mkdir()
