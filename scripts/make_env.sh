@@ -5,7 +5,7 @@
 #      pin jaxlib==0.4.14 was deleted from the package index, so pip cannot resolve it);
 #   3. this repository's `helpers` package, editable;
 #   4. the Jupyter kernel "FL compression course (Python 3.11)", inside .venv.
-# The environment is rebuilt when the lock files, pyproject.toml or the Python change.
+# The environment is rebuilt when the lock files, pyproject.toml, helpers/config.py (the kernel's name) or the Python change.
 # The locks are generated from requirements.in and requirements-tff.in by scripts/lock.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ for f in requirements.txt requirements-tff.txt requirements.in requirements-tff.
   fi
 done
 PY=$(scripts/find_python.sh)
-want="$("$PY" --version 2>&1) $(cat requirements.txt requirements-tff.txt pyproject.toml | sha256sum | cut -c1-16)"
+want="$("$PY" --version 2>&1) $(cat requirements.txt requirements-tff.txt pyproject.toml helpers/config.py | sha256sum | cut -c1-16)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
