@@ -47,10 +47,11 @@ def versions(names):
     return found
 
 
-def locked_names(course):
-    """The package names pinned in the course's Colab lock."""
+def locked_versions(course):
+    """``{package: version}`` pinned in the course's Colab lock (names in lower case, ``-`` for ``_`` and ``.``)."""
     text = (pathlib.Path(course) / "colab" / "requirements.txt").read_text()
-    return re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", text, re.M)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version
+            for name, version in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ \\;]+)", text, re.M)}
 
 
 def fingerprint(course):
@@ -83,6 +84,12 @@ def changed(before, after):
     return {name: (before[name], after[name]) for name in before if before[name] != after[name]}
 
 
+def kernel_stack_moves(before, after):
+    """``{package: (old, new)}`` for Colab's kernel packages whose version ``after`` changes (absent: unchanged)."""
+    return {name: (before.get(name), after[name]) for name in KERNEL_STACK
+            if name in after and after[name] != before.get(name)}
+
+
 def imported(packages):
     """The packages among ``packages`` (distribution names) with a module already imported in this process."""
     modules = importlib.metadata.packages_distributions()
@@ -102,15 +109,19 @@ def install(course):
         return
     log = course / "colab-install.log"
     log.write_text("")
-    names = locked_names(course)
-    before = versions([*names, *KERNEL_STACK])
+    pinned = locked_versions(course)
+    before = versions([*pinned, *KERNEL_STACK])
+    moving = kernel_stack_moves(before, pinned)
+    if moving:
+        raise SetupError(f"The course's Colab lock would change Colab's kernel packages {moving}, which can crash "
+                         "the runtime; nothing was installed. Check that this is Colab's runtime version 2025.07.")
     start = time.perf_counter()
     print(f"Colab: installing TensorFlow 2.14, tfmot 0.7.5 and TFF 0.87.0 into this runtime, once (log: {log})...")
     pip(log, "--no-deps", "--require-hashes", "-r", str(course / "colab" / "requirements.txt"))
     pip(log, "--no-deps", "--require-hashes", "-r", str(course / "requirements-tff.txt"))
     pip(log, "--no-deps", "-e", str(course))
-    after = versions([*names, *KERNEL_STACK])
-    moved = {name: versions for name, versions in changed(before, after).items() if name in KERNEL_STACK}
+    after = versions([*pinned, *KERNEL_STACK])
+    moved = kernel_stack_moves(before, after)
     if moved:
         raise SetupError(f"The install changed Colab's kernel packages {moved}, which can crash the runtime: "
                          "choose Runtime > Disconnect and delete runtime, and report this to the course's authors.")

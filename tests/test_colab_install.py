@@ -45,3 +45,17 @@ def test_restart_only_for_replaced_packages_already_imported():
         colab.restart(["numpy"])  # outside a kernel nothing restarts, but the cell still stops with the reason
     assert stopped.value._render_traceback_() == [str(stopped.value)]
     assert "numpy was imported before the install" in str(stopped.value)
+
+
+def test_a_lock_that_would_move_colabs_kernel_stack_installs_nothing(tmp_path, monkeypatch):
+    (tmp_path / "colab").mkdir()
+    lock = (ROOT / "colab" / "requirements.txt").read_text().replace("ipykernel==6.17.1", "ipykernel==6.31.0")
+    (tmp_path / "colab" / "requirements.txt").write_text(lock)
+    monkeypatch.setattr(colab, "versions", lambda names: {name: colab_packages.colab_versions().get(name)
+                                                          for name in names})  # this runtime is Colab's
+    monkeypatch.setattr(colab, "is_installed", lambda course: False)
+    monkeypatch.setattr(colab, "pip", lambda *args: pytest.fail("pip ran"))
+    with pytest.raises(colab.SetupError, match=r"would change Colab's kernel packages \{'ipykernel': \('6.17.1', "
+                                               r"'6.31.0'\)\}.*nothing was installed"):
+        colab.install(tmp_path)
+    assert colab.kernel_stack_moves({"tornado": "6.4.2"}, {"tornado": "6.4.2", "numpy": "1.25.2"}) == {}
