@@ -6,7 +6,7 @@ no other Colab package moves), then TFF 0.87.0 (``requirements-tff.txt``, ``--no
 checks that Colab's kernel and notebook stack kept Colab's versions, and restarts the session once if a
 package it replaced (numpy, TensorFlow, ...) was already imported. A second call goes straight on.
 
-Only the standard library is used here: this runs before TensorFlow is installed.
+Only the standard library and ``helpers.setup`` are imported here: this runs before TensorFlow is installed.
 """
 import hashlib
 import importlib.metadata
@@ -15,6 +15,8 @@ import re
 import subprocess
 import sys
 import time
+
+from helpers.setup import versions
 
 # Colab's kernel and notebook stack: google.colab's kernel runs on exactly these versions (Colab 2025.07:
 # ipykernel 6.17.1, IPython 7.34.0, jupyter-client 6.1.12, ...). The install must leave them as they are.
@@ -34,17 +36,6 @@ class SetupError(Exception):
 def on_colab():
     """True inside a Colab runtime (its kernel imports ``google.colab`` at start)."""
     return "google.colab" in sys.modules
-
-
-def versions(names):
-    """``{package: version or None}`` for the distributions ``names`` as installed now."""
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def locked_versions(course):

@@ -43,15 +43,20 @@ EXPECTED = {
 }
 
 
+def versions(names):
+    """``{package: version or None}`` for the distributions ``names`` as installed now (None if missing)."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def installed_versions():
     """``{package: version}`` for the packages in :data:`EXPECTED` (None if missing)."""
-    versions = {}
-    for name in EXPECTED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return versions(EXPECTED)
 
 
 def check_versions():
