@@ -111,6 +111,8 @@ def badge_cell(nb, path):
         first.id = "launch-badges"
         nb.cells.insert(0, first)
     first.source = badges(path.relative_to(ROOT).as_posix())
+    if path.parent.name == "solutions":  # the student copy (make exercises) gets the badges of its own path
+        first.metadata["student_source"] = badges((path.parent.parent / path.name).relative_to(ROOT).as_posix())
     return first
 
 
