@@ -5,6 +5,8 @@
 #   make test-slow     the tests marked slow: training runs in fresh processes (CI runs them)
 #   make test-browser  the course in JupyterLab in headless Chromium (apt-get install chromium)
 #   make test-colab    the Colab route on a stand-in for Colab's Python 3.11 runtime (2025.07)
+#   make site     the executed course as a website (outputs/site/html/index.html), from what make course wrote
+#   make test-site     a fast-mode course run, make site, and every page of the site in headless Chromium
 #   make bench    speed figures, saved under outputs/bench/
 #   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
@@ -16,9 +18,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser test-colab course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab test-site course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course test test-slow test-browser test-colab lab bench frontier exercises lock clean-env
+.PHONY: env course site test test-slow test-browser test-colab test-site lab bench frontier exercises lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -30,6 +32,11 @@ test: env
 course: env
 	$(PY) scripts/run_course.py $(NOTEBOOKS)
 	@scripts/check_no_workers.sh
+	$(PY) scripts/build_site.py
+
+# The website of the executed course: Jupyter Book over make course's notebooks, executing nothing.
+site: env
+	$(PY) scripts/build_site.py
 
 # LAB_ARGS adds options, e.g. make lab LAB_ARGS="--no-browser --ServerApp.port=8899"
 lab: env
@@ -48,6 +55,10 @@ test-browser: env
 test-colab: env
 	$(PY) -m pytest --colab tests/colab -q
 	@cat outputs/colab/standin.json
+	@scripts/check_no_workers.sh
+
+test-site: env
+	$(PY) -m pytest --site tests/site -q
 	@scripts/check_no_workers.sh
 
 bench: env

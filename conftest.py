@@ -5,6 +5,7 @@
   (``COURSE_HEADLESS=1``: plain-text progress, no TensorBoard) and with their outputs in a
   temporary folder unless ``COURSE_OUTPUT_DIR`` is set. The kernel is this Python's own.
 - ``--browser`` adds the JupyterLab browser test (tests/browser/), which `make test-browser` runs;
+  ``--site`` adds the website's browser test (tests/site/), which `make test-site` runs;
   ``--colab`` adds the Colab route on a stand-in for Colab's runtime (tests/colab/), which `make test-colab` runs;
   ``--slow`` adds the tests marked ``slow`` (training runs in fresh processes), which `make test-slow` runs.
 """
@@ -55,6 +56,8 @@ FAST_CELL_TIMEOUT_SECONDS = 900
 def pytest_addoption(parser):
     parser.addoption("--browser", action="store_true",
                      help="also run the JupyterLab browser test in tests/browser/ (make test-browser)")
+    parser.addoption("--site", action="store_true",
+                     help="also run the website's browser test in tests/site/ (make test-site)")
     parser.addoption("--colab", action="store_true",
                      help="also run the Colab route on a stand-in for Colab's runtime in tests/colab/ (make test-colab)")
     parser.addoption("--slow", action="store_true",
@@ -80,8 +83,8 @@ def pytest_configure(config):
 
 
 def pytest_ignore_collect(collection_path, config):
-    """Skip the browser test unless ``--browser`` asks for it, and the Colab test unless ``--colab`` does."""
-    for option in ("browser", "colab"):
+    """Skip the browser, Colab and website tests unless ``--browser``, ``--colab`` or ``--site`` asks for them."""
+    for option in ("browser", "colab", "site"):
         if collection_path.name == option and collection_path.parent == ROOT / "tests":
             return None if config.getoption(option) else True
     return None

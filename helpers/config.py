@@ -77,9 +77,14 @@ def output_dir(*parts: str) -> pathlib.Path:
     return path
 
 
+def flag(name) -> bool:
+    """True when the environment variable ``name`` is set to 1, true, yes or on."""
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
 def headless() -> bool:
     """True when nobody watches the notebooks run (``COURSE_HEADLESS=1``: ``make course``, ``pytest --nbval``)."""
-    return os.environ.get("COURSE_HEADLESS", "").strip().lower() in _TRUE
+    return flag("COURSE_HEADLESS")
 
 
 def interactive() -> bool:

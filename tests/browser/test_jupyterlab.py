@@ -4,8 +4,8 @@ Run with `make test-browser` (or `pytest --browser tests/browser`). It starts th
 as `make lab` does, in fast mode, opens notebook 01, the student's notebook 05 and notebook 03
 (which trains, so its progress bar shows), clicks Run → Run All Cells, and asserts that the
 course's kernel started, no output is an error or stderr, every figure is an image and training
-progress is a widget bar. Screenshots go to the output folder's browser/. It also opens the HTML
-copy of an executed notebook, as `make course` writes it.
+progress is a widget bar. Screenshots go to the output folder's browser/. The website that `make course`
+builds from the executed notebooks has its own browser test (tests/site/, `make test-site`).
 
 Needs Chromium from the system's packages (`apt-get install chromium`); Playwright drives it
 through ``executable_path`` and never downloads a browser.
@@ -203,25 +203,3 @@ def check_outputs(page, notebook):
         assert bars.count() >= 1, f"{notebook}: no widget progress bar"
         bars.first.scroll_into_view_if_needed()
         page.screenshot(path=str(SCREENSHOTS / f"{notebook.removesuffix('.ipynb')}-progress.png"))
-
-
-def test_html_copy_of_an_executed_notebook(browser, tmp_path):
-    """The HTML copy `make course` writes (scripts/run_course.py) shows its figures as images."""
-    out = tmp_path / "course"
-    env = dict(os.environ, COURSE_OUTPUT_DIR=str(out), COURSE_FAST="1")
-    result = subprocess.run([sys.executable, "scripts/run_course.py", "notebooks/01_data.ipynb"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    index = out / "html" / "index.html"
-    page = browser.new_page()
-    try:
-        page.goto(index.as_uri())
-        page.locator("a", has_text="01").first.click()
-        page.wait_for_load_state()
-        images = page.locator("img")
-        assert images.count() >= 3
-        assert all(images.nth(i).evaluate("img => img.naturalWidth") > 0 for i in range(images.count()))
-        assert page.locator("text=<Figure size").count() == 0
-        page.screenshot(path=str(SCREENSHOTS / "html_01_data.png"), full_page=True)
-    finally:
-        page.close()
