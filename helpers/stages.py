@@ -7,8 +7,8 @@ so it runs inside TFF computations (serialized TF graphs):
 - The reference solutions of exercises (a), (b) and (c) live in
   :mod:`helpers.solutions` and are readable here under their names
   (``stages.NonUniformQuantizationEncodingStage``, ...). In a graded release,
-  which ships without that module, reading one raises an ``ImportError``
-  saying that the instructor withheld the solutions.
+  whose ``helpers/solutions.py`` is a stub, reading one raises an
+  ``ImportError`` saying that the instructor withheld the solutions.
 
 Each stage has a factory returning a ``te.core.Encoder`` (``flatten -> stage
 -> ...``) for :func:`helpers.compression.threshold_policy`; ``stage_cls`` lets
@@ -16,7 +16,7 @@ the notebook plug in a student's class (the reference solution by default). :fun
 ranges of the adaptive encoders from a FedAvg process state.
 """
 import collections
-import importlib.util
+import importlib
 
 import numpy as np
 import tensorflow as tf
@@ -81,8 +81,17 @@ class Float16EncodingStage(te.core.EncodingStageInterface):
 # ------------------------------------------------- the reference solutions --
 
 def solutions_available():
-    """True in the self-study copy and the instructor's; False in a graded release (no helpers/solutions.py)."""
-    return importlib.util.find_spec("helpers.solutions") is not None
+    """True in the self-study copy and the instructor's; False in a graded release.
+
+    A graded release's ``helpers/solutions.py`` is a stub that raises
+    ``ImportError`` (``make assignment`` writes it), so that no import reaches
+    the reference solutions, not even an editable install of the repository.
+    """
+    try:
+        importlib.import_module("helpers.solutions")
+    except ImportError:
+        return False
+    return True
 
 
 def reference(name):
@@ -93,10 +102,11 @@ def reference(name):
     """
     if name not in WITHHELD:
         raise AttributeError(f"helpers.stages has no {name!r}; the reference solutions are {', '.join(WITHHELD)}.")
-    if not solutions_available():
+    try:
+        solutions = importlib.import_module("helpers.solutions")
+    except ImportError:
         raise ImportError(f"{name} is a reference solution, and the instructor withheld the solutions in this "
-                          "graded release: use your own stage from notebook 05 (pass it as stage_cls=...).")
-    from helpers import solutions
+                          "graded release: use your own stage from notebook 05 (pass it as stage_cls=...).") from None
     return getattr(solutions, name)
 
 

@@ -9,10 +9,10 @@
 
 - ``source/ps05/``: the solutions notebook with the student introduction
   (the same :class:`make_exercises.StudentSource` as the self-study copy), a
-  copy of ``helpers/`` WITHOUT ``helpers/solutions.py`` (so the reference
-  solutions are withheld: ``exercises.solution`` says so and the checks
-  raise, as nbgrader's test cells must) and the two lock inputs its setup
-  cell reads;
+  copy of ``helpers/`` whose ``solutions.py`` is a stub raising
+  ``ImportError`` (the reference solutions are withheld: ``exercises.solution``
+  says so, and the checks raise, as nbgrader's test cells must) and the two
+  lock inputs its setup cell reads;
 - ``release/ps05/``: what students get, from ``nbgrader generate_assignment``
   (nbgrader's LockCells, ClearSolutions, ClearHiddenTests, ClearOutput, ...).
 
@@ -49,10 +49,16 @@ NOTEBOOK = "05_custom_encoding_stages.ipynb"
 SOURCE = ROOT / "notebooks" / "solutions" / NOTEBOOK
 COURSE = ROOT / "outputs" / "course"
 LOCK_INPUTS = ("requirements.in", "requirements-tff.in")  # helpers.setup reads the version bounds there
-WITHHELD = ("solutions.py",)  # the reference solutions: the release's helpers/ leaves them out
-# Per-cell timeout (s): the slowest cell of the solved notebook took 27 s in fast mode on 2 shared cores
-# (INSTRUCTOR.md, "Grading"); 90 s leaves room for a slower machine. Full size (COURSE_FAST=0) needs more.
-TIMEOUT = 90
+# The release's helpers/solutions.py: it shadows the reference solutions, even where the repository's helpers
+# are installed (editable) in the same Python, so that no import reaches them.
+WITHHELD_STUB = (
+    '"""Withheld: the reference solutions of notebook 05 are not part of this graded release."""\n'
+    'raise ImportError("The instructor withheld the reference solutions in this graded release: write your own "\n'
+    '                  "stages in notebook 05.")\n')
+# Per-cell timeout (s): the slowest cell of the solved notebook (FedAvg with exercise (a)'s encoder) took
+# 12 s in fast mode on 2 shared cores (INSTRUCTOR.md, "Grading"); 60 s leaves room for a loaded machine.
+# Full size (COURSE_FAST=0) trains longer: measure, and pass --timeout.
+TIMEOUT = 60
 NBGRADER_CONFIG = """\
 # Written by scripts/grading.py: the course's nbgrader settings.
 c = get_config()
@@ -97,8 +103,9 @@ def write_source(course):
     notebook, _ = StudentSource().preprocess(notebook, {})
     nbformat.write(notebook, str(source / NOTEBOOK))
     for path in sorted((ROOT / "helpers").glob("*.py")):
-        if path.name not in WITHHELD:
+        if path.name != "solutions.py":
             shutil.copy2(path, source / "helpers" / path.name)
+    (source / "helpers" / "solutions.py").write_text(WITHHELD_STUB)
     for name in LOCK_INPUTS:
         shutil.copy2(ROOT / name, source / name)
     return source
@@ -111,7 +118,7 @@ def assignment(course=COURSE, timeout=TIMEOUT):
     write_source(course)
     nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
     release = course / "release" / ASSIGNMENT
-    print(f"release: {release} (give students this folder; its helpers/ has no solutions)")
+    print(f"release: {release} (give students this folder; its helpers/ withholds the solutions)")
     return release
 
 
