@@ -178,3 +178,33 @@ def test_nbgrader_course_grades_five_submissions(course, tmp_path):
     htmls = sorted(p.parent.parent.name for p in (course / "feedback").rglob("*.html"))
     assert htmls == sorted(SUBMISSIONS)
     print({name: round(s) for name, s in seconds.items()})
+
+
+def test_the_release_sweep_leaves_out_the_withheld_rows(course):
+    result = _run_in(course / "release" / grading.ASSIGNMENT,
+                     "from helpers import frontier\nprint(frontier.LEFT_OUT)\nprint(sorted({m for r in frontier.SWEEP for m in r}))")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "left out" in result.stdout and "withheld" in result.stdout
+    assert "(05" not in result.stdout.splitlines()[-1]
+    from helpers import frontier
+    assert frontier.LEFT_OUT is None and "8-bit + Huffman (05b)" in frontier.METHODS  # the self-study copy
+
+
+@pytest.mark.slow
+def test_notebook_06_runs_in_the_release(course, tmp_path):
+    """Notebook 06, in fast mode, in the release's folder (helpers without solutions): it runs and says why rows are missing."""
+    from nbclient import NotebookClient
+    release = course / "release" / grading.ASSIGNMENT
+    notebook = nbformat.read(str(ROOT / "notebooks" / "06_compression_frontier.ipynb"), as_version=4)
+    env = {"COURSE_FAST": "1", "COURSE_HEADLESS": "1", "COURSE_OUTPUT_DIR": str(tmp_path)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=900, kernel_name=grading.config.KERNEL_NAME,
+                       resources={"metadata": {"path": str(release)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "are left out: they run notebook 05's reference solutions" in text
+    assert "(05a)" not in text.split("are left out")[1]  # no row of the sweep ran a withheld stage
