@@ -98,7 +98,8 @@ SWEEP = [(IDENTITY, name) for name in METHODS if name not in NOT_SWEPT_ALONE] + 
     ("rotated 1-bit sign (DRIVE)", "rotated 1-bit sign (DRIVE)"),
 ]
 # The course modules whose source defines a method, by the module of its encoder factory.
-METHOD_SOURCES = {"helpers.stages": ("stages", "companding", "huffman"), "helpers.research_stages": ("research_stages",)}
+METHOD_SOURCES = {"helpers.stages": ("stages", "solutions", "companding", "huffman"),
+                  "helpers.research_stages": ("research_stages",)}
 
 
 def _check_method(name):
