@@ -4,7 +4,8 @@ Run with `make test-browser` (or `pytest --browser tests/browser`). It starts th
 as `make lab` does, in fast mode, opens notebook 01, the student's notebook 05 and notebook 03
 (which trains, so its progress bar shows), clicks Run → Run All Cells, and asserts that the
 course's kernel started, no output is an error or stderr, every figure is an image and training
-progress is a widget bar. Screenshots go to the output folder's browser/. It also opens the HTML
+progress is a widget bar. It checks that nbgrader's extensions load (its menu in JupyterLab, the Formgrader
+server extension). Screenshots go to the output folder's browser/. It also opens the HTML
 copy of an executed notebook, as `make course` writes it.
 
 Needs Chromium from the system's packages (`apt-get install chromium`); Playwright drives it
@@ -223,5 +224,25 @@ def test_html_copy_of_an_executed_notebook(browser, tmp_path):
         assert all(images.nth(i).evaluate("img => img.naturalWidth") > 0 for i in range(images.count()))
         assert page.locator("text=<Figure size").count() == 0
         page.screenshot(path=str(SCREENSHOTS / "html_01_data.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_nbgrader_extensions_load(lab, browser):
+    """nbgrader's JupyterLab extension adds its menu, and its Formgrader server extension answers."""
+    base, token = lab
+    with urllib.request.urlopen(f"{base}/formgrader?token={token}", timeout=60) as response:
+        assert response.status == 200 and "formgrader" in response.read().decode().lower()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{base}/lab?reset&token={token}")
+        page.wait_for_selector(".lm-MenuBar-itemLabel", timeout=180_000)
+        menu = page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader")
+        menu.first.wait_for(timeout=60_000)
+        menu.first.click()
+        items = page.locator(".lm-Menu-itemLabel").all_inner_texts()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "nbgrader-menu.png"))
+        assert any("Formgrader" in item for item in items), items
     finally:
         page.close()
