@@ -9,6 +9,9 @@
 #   make test-site     a fast-mode course run, make site, and every page of the site in headless Chromium
 #   make bench    speed figures, saved under outputs/bench/
 #   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
+#   make exercises   the self-study student notebook 05 from its solutions notebook (nbgrader's preprocessors)
+#   make assignment  notebook 05's nbgrader release, solutions withheld (COURSE=outputs/course)
+#   make grade       autograde a folder of submissions: feedback HTML + grades.csv (SUBMISSIONS=<folder>)
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
 #   make workers  one TFF worker on this machine for another machine's driver (PORT=8000 CONCURRENCY=-1)
 SHELL := /bin/bash
@@ -18,9 +21,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser test-colab test-site course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab test-site course bench frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course site test test-slow test-browser test-colab test-site lab bench frontier exercises lock clean-env
+.PHONY: env course site test test-slow test-browser test-colab test-site lab bench frontier exercises assignment grade lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -81,6 +84,17 @@ workers: env
 
 exercises: env
 	$(PY) scripts/make_exercises.py
+
+# Notebook 05 as an nbgrader assignment (INSTRUCTOR.md, "Grading a class"). COURSE: the nbgrader course folder;
+# TIMEOUT: seconds a cell may run (default in scripts/grading.py); COURSE_FAST=0 grades at full size.
+COURSE ?= outputs/course
+assignment: env exercises
+	$(PY) scripts/grading.py assignment --course "$(COURSE)" $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+grade: env
+	@if [ -z "$(SUBMISSIONS)" ]; then echo "make grade needs SUBMISSIONS=<folder> (one <student>.ipynb or <student>/ folder each)" >&2; exit 2; fi
+	$(PY) scripts/grading.py grade "$(SUBMISSIONS)" --course "$(COURSE)" $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	@scripts/check_no_workers.sh
 
 # Regenerate the locks from requirements.in / requirements-tff.in (README: the environment).
 lock:

@@ -58,13 +58,14 @@ def _stage_roundtrip(stage, x):
     return decoded.numpy(), int(bits)
 
 
-def mse_figures(x, bits=8, stage_cls=stages.NonUniformQuantizationEncodingStage):
+def mse_figures(x, bits=8, stage_cls=None):
     """MSE of ``stage_cls(bits)`` vs tfmot's uniform quantization of ``x`` at the same ``bits``.
 
     Returns a dict: ``non_uniform`` (MSE), ``uniform`` (deterministic rounding),
     ``uniform_stochastic`` (tfmot's default), ``ratio`` = uniform / non_uniform
     and ``levels`` (distinct decoded values).
     """
+    stage_cls = stage_cls or stages.reference("NonUniformQuantizationEncodingStage")
     x = np.asarray(x, np.float32).reshape(-1)
     decoded, _ = _stage_roundtrip(stage_cls(bits=bits), x)
     stochastic, _ = _stage_roundtrip(te.stages.UniformQuantizationEncodingStage(bits), x)
@@ -76,7 +77,7 @@ def mse_figures(x, bits=8, stage_cls=stages.NonUniformQuantizationEncodingStage)
                 levels=int(np.unique(decoded).size))
 
 
-def huffman_figures(x, bits=8, stage_cls=stages.HuffmanEncodingStage):
+def huffman_figures(x, bits=8, stage_cls=None):
     """Bits per value of Huffman coding of ``x``'s ``bits``-bit uniform quantization.
 
     Quantizes ``x`` with tfmot's ``UniformQuantizationEncodingStage(bits)``
@@ -88,6 +89,7 @@ def huffman_figures(x, bits=8, stage_cls=stages.HuffmanEncodingStage):
     symbols, bits), ``exact``, and per symbol its ``counts`` and code
     ``lengths`` (from the stage's ``LENGTHS_KEY`` tensor, if it has one).
     """
+    stage_cls = stage_cls or stages.reference("HuffmanEncodingStage")
     x = np.asarray(x, np.float32).reshape(-1)
     quantizer = te.stages.UniformQuantizationEncodingStage(bits, stochastic=False)
 

@@ -14,7 +14,12 @@ in the course's encoder, its hint and its own check (:mod:`helpers.exercise_chec
   still runs top to bottom. ``evaluate`` does the same silently.
 - ``ready(kind, stage)`` tells a training cell whether the stage passes, and
   ``skip_message(kind)`` what to print when it does not.
-- ``hint(kind)`` prints a hint; ``solution(kind)`` the reference solution.
+- ``hint(kind)`` prints a hint; ``solution(kind)`` the reference solution,
+  or, in a graded release (``helpers/solutions.py`` left out by ``make
+  assignment``), that the instructor withheld it.
+- In a graded release (:data:`GRADED`), :func:`check` also raises an
+  ``AssertionError`` with the same sentence when the stage does not pass, so
+  that nbgrader's autograded check cells score it; elsewhere it only prints.
 
 Kinds: ``"warmup"`` (float16), ``"nonuniform"`` (``"a"``), ``"lossless"``
 (``"b"``, Huffman coding) and ``"adaptive"`` (``"c"``).
@@ -25,7 +30,11 @@ import inspect
 import textwrap
 import typing
 
-from helpers import exercise_checks, exercise_harness, exercise_runner, huffman, stages
+from helpers import exercise_checks, exercise_harness, exercise_runner, stages
+
+GRADED = not stages.solutions_available()  # a graded release: checks raise, solutions are withheld
+WITHHELD_MESSAGE = ("The instructor withheld the solutions in this graded release: the check cells and "
+                    "exercises.hint(...) are there to help you.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,15 +177,20 @@ class CheckResult(collections.namedtuple("CheckResult", ["kind", "status", "mess
 _LAST = {}  # kind -> (stage, CheckResult) of the last evaluation
 
 
-def check(stage, kind):
-    """Check ``stage`` for exercise ``kind`` and print one line; never raises.
+def check(stage, kind, graded=None):
+    """Check ``stage`` for exercise ``kind`` and print one line.
 
     ``stage``: a stage class (preferred), a stage instance, or a no-argument
     function returning a ``te.core.Encoder``. ``kind``: "warmup",
-    "nonuniform" (a), "lossless" (b) or "adaptive" (c).
+    "nonuniform" (a), "lossless" (b) or "adaptive" (c). ``graded`` (default
+    :data:`GRADED`): if true, a stage that does not pass raises
+    ``AssertionError`` with the printed line (nbgrader scores the cell 0);
+    otherwise nothing raises, so a notebook with untouched stubs runs top to bottom.
     """
     result = evaluate(stage, kind)
     print(result.line())
+    if (GRADED if graded is None else graded) and not result.passed:
+        raise AssertionError(result.line())
 
 
 def evaluate(stage, kind):
@@ -222,14 +236,19 @@ def hint(kind):
 
 
 def solution_source(kind):
-    """Source code of the reference solution of ``kind`` (:mod:`helpers.stages`, :mod:`helpers.huffman`)."""
+    """Source code of the reference solution of ``kind`` (:mod:`helpers.solutions`); ImportError if withheld."""
     kind = exercise(kind).kind
-    return "\n\n".join(source_of(getattr(stages if hasattr(stages, name) else huffman, name))
-                        for name in EXERCISES[kind].solution_names)
+    if kind == "warmup":
+        return source_of(stages.Float16EncodingStage)
+    return "\n\n".join(source_of(stages.reference(name)) for name in EXERCISES[kind].solution_names)
 
 
 def solution(kind):
-    """Print the reference solution of exercise ``kind``."""
+    """Print the reference solution of exercise ``kind``, or that the instructor withheld it."""
+    exercise(kind)  # an unknown kind is an error even in a graded release
+    if not stages.solutions_available():
+        print(WITHHELD_MESSAGE)
+        return
     print(solution_source(kind))
 
 

@@ -3,8 +3,10 @@
 A canonical Huffman code is fully determined by every symbol's code length,
 so the lengths are all a decoder needs besides the bits:
 
-- :func:`code_lengths`: histogram in, code length of every symbol out (Huffman's
-  merges: the part notebook 05's exercise (b) asks the student to write);
+- ``code_lengths``: histogram in, code length of every symbol out (Huffman's
+  merges: the part notebook 05's exercise (b) asks the student to write). Its
+  reference solution lives in :mod:`helpers.solutions`; ``huffman.code_lengths``
+  reads it from there, and says so in a graded release, which withholds it;
 - :func:`limit_code_lengths`: the same, limited to ``max_code_length`` bits, so
   the decoder's table stays small;
 - :func:`canonical_code`: lengths in, the canonical code words out;
@@ -13,7 +15,7 @@ so the lengths are all a decoder needs besides the bits:
 - :func:`huffman_unpack`: the inverse, decoding all chunks at once.
 
 Everything is graph ops (``tf.while_loop``, scatter, gather), so it runs
-inside TFF computations. :class:`helpers.stages.HuffmanEncodingStage` wraps
+inside TFF computations. ``helpers.stages.HuffmanEncodingStage`` wraps
 it as a tfmot encoding stage.
 """
 import functools
@@ -36,34 +38,6 @@ def _graph_when_eager(fn):
         return compiled(*args) if tf.executing_eagerly() else fn(*args)
 
     return call
-
-
-def code_lengths(counts):
-    """Huffman code length (int32 [K]) of every symbol, from the symbol counts (int [K], K static).
-
-    Huffman's construction: merge the two lightest nodes until one is left; a
-    symbol's code length is the number of merges above it. 0 for symbols that
-    do not occur, 1 for the only symbol if just one occurs. No length limit
-    (:func:`limit_code_lengths` adds one).
-    """
-    counts = tf.cast(counts, tf.int64)
-    k = counts.shape[0]
-    big = tf.constant(2**62, tf.int64)
-    # Nodes 0..k-1 are the symbols, k..2k-2 the merged nodes (in creation order).
-    weight = tf.concat([tf.where(counts > 0, counts, big), tf.fill([k - 1], big)], 0)
-
-    def merge(i, weight, node, length):
-        _, lightest = tf.math.top_k(-weight, k=2)
-        a, b, new = lightest[0], lightest[1], k + i
-        below = tf.equal(node, a) | tf.equal(node, b)  # the symbols under the merged nodes: one bit more
-        weight = tf.tensor_scatter_nd_update(weight, tf.reshape(tf.stack([a, b, new]), [3, 1]),
-                                             tf.stack([big, big, weight[a] + weight[b]]))
-        return i + 1, weight, tf.where(below, new, node), length + tf.cast(below, tf.int32)
-
-    used = tf.math.count_nonzero(counts, dtype=tf.int32)
-    _, _, _, length = tf.while_loop(lambda i, *_: i < used - 1, merge,
-                                    [tf.constant(0), weight, tf.range(k), tf.zeros([k], tf.int32)])
-    return tf.where(counts > 0, tf.maximum(length, 1), 0)
 
 
 @_graph_when_eager
@@ -188,3 +162,11 @@ def huffman_unpack(words, chunk_starts, lengths, num_symbols, max_code_length, s
     _, _, decoded = tf.while_loop(lambda i, p, d: i < steps, step, [tf.constant(0), chunk_starts, decoded])
     by_chunk = tf.reshape(tf.transpose(tf.reshape(decoded.stack(), [steps, tf.size(chunk_starts)])), [-1])
     return by_chunk[:num_symbols]
+
+
+def __getattr__(name):
+    """``huffman.code_lengths``: exercise (b)'s reference solution, from :mod:`helpers.solutions`."""
+    if name == "code_lengths":
+        from helpers import stages
+        return stages.reference(name)
+    raise AttributeError(f"module 'helpers.huffman' has no attribute {name!r}")

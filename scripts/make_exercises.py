@@ -1,18 +1,22 @@
 #!/usr/bin/env python
-"""Generate the student notebooks from the solution notebooks.
+"""Write the self-study student notebooks from the solution notebooks, with nbgrader's own preprocessors.
 
-Every notebook ``notebooks/solutions/NAME.ipynb`` becomes ``notebooks/NAME.ipynb``:
+Every notebook ``notebooks/solutions/NAME.ipynb`` is the single source, marked
+the nbgrader way: ``### BEGIN SOLUTION`` / ``### END SOLUTION`` regions in
+solution cells, autograded check cells (``metadata.nbgrader``: grade id,
+points, locked) with ``### BEGIN HIDDEN TESTS`` parts. It becomes
+``notebooks/NAME.ipynb`` through:
 
-- a code cell tagged ``solution`` is replaced by its stub: the cell's
-  metadata ``stub`` if present, otherwise a stub derived from the solution
-  code (every function and method keeps its decorators, signature and
-  docstring, its body becomes ``raise NotImplementedError("Exercise (x): your
-  code here")``; class constants and ``__init__`` stay as they are). The
-  exercise letter comes from the cell metadata ``exercise``;
-- a cell whose metadata has ``student_source`` gets that text as its source
-  (an introduction that differs between the solved and the student copy);
-- every other cell is copied unchanged;
-- outputs and execution counts are stripped.
+- :class:`StudentSource`: a cell whose metadata has ``student_source`` gets
+  that text as its source (an introduction that differs between the solved and
+  the student copy);
+- nbgrader's ``ClearSolutions`` (each region becomes ``# YOUR CODE HERE`` /
+  ``raise NotImplementedError()``: signatures and docstrings stay),
+  ``ClearHiddenTests`` and ``ClearOutput``.
+
+The graded release (``scripts/grading.py assignment``, ``make assignment``)
+runs nbgrader's ``generate_assignment`` on the same source after the same
+:class:`StudentSource`, so the two copies cannot drift.
 
 ``--check`` writes nothing and exits with status 1 if a committed student
 notebook differs from what would be generated.
@@ -20,71 +24,36 @@ notebook differs from what would be generated.
     python scripts/make_exercises.py [--check] [notebooks/solutions/NAME.ipynb ...]
 """
 import argparse
-import ast
-import copy
 import pathlib
 import sys
 
 import nbformat
+from nbconvert.preprocessors import Preprocessor
+from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "solutions"
-SOLUTION_TAG = "solution"
-STUB_TAG = "exercise"
 STUDENT_SOURCE = "student_source"
 
 
-def stub_source(source, exercise):
-    """The stub of a solution cell's code: bodies replaced by ``raise NotImplementedError``."""
-    label = f"Exercise ({exercise})" if exercise else "Exercise"
-    raise_line = f'raise NotImplementedError("{label}: your code here")'
-    tree = ast.parse(source)
-    functions = []
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            functions.append(node)
-        elif isinstance(node, ast.ClassDef):
-            functions.extend(item for item in node.body
-                             if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
-                             and item.name != "__init__")
-    lines = source.splitlines()
-    for function in sorted(functions, key=lambda f: f.lineno, reverse=True):
-        body = function.body
-        has_docstring = (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                         and isinstance(body[0].value.value, str))
-        statements = body[1:] if has_docstring else body
-        indent = " " * body[0].col_offset
-        if statements:
-            start, end = statements[0].lineno - 1, function.end_lineno
-            lines[start:end] = [indent + raise_line]
-        else:
-            lines.insert(body[0].end_lineno, indent + raise_line)
-    header = (f"# {label}: replace every `raise NotImplementedError` below with your code.\n"
-              f"# Stuck? exercises.hint(\"{exercise}\") gives a hint, exercises.solution(\"{exercise}\") "
-              "the answer.\n")
-    return header + "\n".join(lines)
+class StudentSource(Preprocessor):
+    """A cell with ``metadata.student_source`` takes that text as its source (and loses the key)."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if STUDENT_SOURCE in cell.metadata:
+            cell.source = cell.metadata.pop(STUDENT_SOURCE)
+        return cell, resources
 
 
 def student_notebook(solution):
-    """The student version (a new ``NotebookNode``) of a solution notebook."""
-    notebook = copy.deepcopy(solution)
-    for cell in notebook.cells:
-        tags = list(cell.get("metadata", {}).get("tags", []))
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-        if STUDENT_SOURCE in cell.get("metadata", {}):
-            cell.source = cell.metadata.pop(STUDENT_SOURCE)
-        if SOLUTION_TAG in tags:
-            if cell.cell_type != "code":
-                raise ValueError(f"cell {cell.get('id')} is tagged {SOLUTION_TAG!r} but is not code.")
-            exercise = cell.metadata.get("exercise", "")
-            cell.source = cell.metadata.get("stub") or stub_source(cell.source, exercise)
-            cell.metadata = {k: v for k, v in cell.metadata.items() if k not in ("stub", "source_of")}
-            cell.metadata["tags"] = [STUB_TAG if t == SOLUTION_TAG else t for t in tags]
+    """The self-study student copy (a new ``NotebookNode``) of a solution notebook ``NotebookNode``."""
+    notebook = nbformat.from_dict(solution)  # a deep copy
+    resources = {"language": notebook.metadata.get("kernelspec", {}).get("language", "python")}
+    for preprocessor in (StudentSource(), ClearSolutions(), ClearHiddenTests(), ClearOutput()):
+        notebook, resources = preprocessor.preprocess(notebook, resources)
     notebook.metadata["exercises"] = {
         "generated_by": "scripts/make_exercises.py",
-        "note": "Do not edit: generated from notebooks/solutions/. Solution cells are replaced by stubs.",
+        "note": "Do not edit: generated from notebooks/solutions/ with nbgrader's preprocessors.",
     }
     return notebook
 
@@ -107,7 +76,7 @@ def target_for(solution_path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Generate the student notebooks from notebooks/solutions/.")
+    parser = argparse.ArgumentParser(description="Write the student notebooks from notebooks/solutions/.")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if a student notebook is out of date")
     parser.add_argument("solutions", nargs="*", type=pathlib.Path,
@@ -119,8 +88,10 @@ def main(argv=None):
         return 1
     stale = []
     for path in paths:
-        solution = nbformat.read(str(path), as_version=4)
-        text = render(student_notebook(solution))
+        if not path.exists():
+            print(f"{path} does not exist: name a notebook under notebooks/solutions/.", file=sys.stderr)
+            return 1
+        text = render(student_notebook(nbformat.read(str(path), as_version=4)))
         target = target_for(path.resolve())
         if args.check:
             if not target.exists() or target.read_text() != text:
@@ -130,7 +101,7 @@ def main(argv=None):
             print(f"wrote {shown(target)} from {shown(path)}")
     if stale:
         for target in stale:
-            print(f"{shown(target)} is out of date: run python scripts/make_exercises.py",
+            print(f"{shown(target)} is out of date: run make exercises (python scripts/make_exercises.py)",
                   file=sys.stderr)
         return 1
     if args.check:

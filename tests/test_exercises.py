@@ -422,11 +422,11 @@ def test_make_exercises_check_fails_on_a_stale_student_notebook(tmp_path):
     import make_exercises
     solution = nbformat.read(str(SOLUTION_NB), as_version=4)
     student = make_exercises.student_notebook(solution)
-    assert make_exercises.render(student) == STUDENT_NB.read_text()
+    assert make_exercises.render(student) == STUDENT_NB.read_text()  # byte for byte
     solutions_dir = tmp_path / "notebooks" / "solutions"
     solutions_dir.mkdir(parents=True)
     nbformat.write(solution, str(solutions_dir / SOLUTION_NB.name))
-    (tmp_path / "notebooks" / STUDENT_NB.name).write_text(STUDENT_NB.read_text().replace("Exercise (a)", "Exercise (z)"))
+    (tmp_path / "notebooks" / STUDENT_NB.name).write_text(STUDENT_NB.read_text().replace("YOUR CODE HERE", "x", 1))
     assert make_exercises.main(["--check", str(solutions_dir / SOLUTION_NB.name)]) == 1
 
 
@@ -437,15 +437,36 @@ def test_notebooks_are_committed_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, path
 
 
+def _nbgrader(cell):
+    return cell.metadata.get("nbgrader", {})
+
+
+def _without_markers(source):
+    """A solution cell's code without its exercise header and nbgrader's solution markers."""
+    lines = [line for line in source.splitlines() if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")]
+    return "\n".join(line for line in lines if not line.startswith(("# Exercise (", "# Stuck? ")))
+
+
 def test_solution_cells_are_the_helpers_code():
-    """The classes in the solution notebook are those of helpers/stages.py, character for character."""
+    """The classes in the solution notebook are those of helpers/solutions.py, character for character."""
     solution = nbformat.read(str(SOLUTION_NB), as_version=4)
     tagged = [c for c in solution.cells if "source_of" in c.metadata]
-    assert {c.metadata.get("exercise") for c in tagged if "solution" in c.metadata.get("tags", [])} == {"a", "b", "c"}
+    assert {c.metadata.get("exercise") for c in tagged if _nbgrader(c).get("solution")} == {"a", "b", "c"}
     for cell in tagged:
         expected = "\n\n\n".join(exercises.source_of(getattr(stages, n)).rstrip("\n")
                                  for n in cell.metadata["source_of"])
-        assert cell.source == expected, cell.metadata["source_of"]
+        assert _without_markers(cell.source) == expected, cell.metadata["source_of"]
+
+
+def test_graded_cells_have_ids_points_and_locks():
+    """Every exercise is a solution cell; every check an autograded, locked cell with points (10 in all)."""
+    solution = nbformat.read(str(SOLUTION_NB), as_version=4)
+    graded = {_nbgrader(c)["grade_id"]: _nbgrader(c) for c in solution.cells if _nbgrader(c).get("grade")}
+    assert graded.keys() == {"a_check", "a_hidden", "a_encoder_check", "b_check", "b_hidden", "c_check", "c_hidden"}
+    assert all(g["locked"] and g["points"] > 0 for g in graded.values())
+    assert sum(g["points"] for g in graded.values()) == 10
+    solutions = [_nbgrader(c)["grade_id"] for c in solution.cells if _nbgrader(c).get("solution")]
+    assert solutions == ["a_stage", "a_encoder", "b_stage", "c_stage"]
 
 
 def test_student_notebook_stubs_are_not_attempted(capsys):
@@ -457,10 +478,13 @@ def test_student_notebook_stubs_are_not_attempted(capsys):
     namespace = dict(collections=collections, tf=tf, te=te)
     checked = []
     for s_cell, cell in zip(solution.cells, student.cells):
-        if "solution" not in s_cell.metadata.get("tags", []):
-            assert cell.source == s_cell.metadata.get("student_source", s_cell.source)
+        if not _nbgrader(s_cell).get("solution"):
+            expected = s_cell.metadata.get("student_source", s_cell.source)
+            if "### BEGIN HIDDEN TESTS" in expected:  # the hidden tests are left out
+                expected = expected.split("### BEGIN HIDDEN TESTS")[0].rstrip("\n")
+            assert cell.source == expected
             continue
-        assert "raise NotImplementedError(\"Exercise (" in cell.source
+        assert "raise NotImplementedError()" in cell.source and "### BEGIN SOLUTION" not in cell.source
         before = set(namespace)
         exec(compile(cell.source, "<stub>", "exec"), namespace)
         new = [namespace[name] for name in set(namespace) - before]
@@ -476,13 +500,14 @@ def test_student_notebook_stubs_are_not_attempted(capsys):
 def test_student_property_stubs_ask_instead_of_answer():
     """A property's docstring in the student copy is a question; its answer is not in the stub."""
     student = nbformat.read(str(STUDENT_NB), as_version=4)
-    stubs = "\n".join(c.source for c in student.cells if "exercise" in c.metadata.get("tags", []))
+    stubs = "\n".join(c.source for c in student.cells if _nbgrader(c).get("solution"))
     for prop in ("compressible_tensors_keys", "commutes_with_sum", "decode_needs_input_shape",
                  "state_update_aggregation_modes"):
         docstrings = re.findall(rf"def {prop}\(self\):\n\s+\"\"\"(.*?)\"\"\"", stubs)
         assert docstrings and all("?" in d for d in docstrings), (prop, docstrings)
         assert not any(d.startswith(("True", "False", "Nothing", "No ")) for d in docstrings), (prop, docstrings)
     assert "code words cannot be added" not in stubs and "share the range" not in stubs
+    assert "BEGIN HIDDEN TESTS" not in STUDENT_NB.read_text() and "hidden_check" not in STUDENT_NB.read_text()
 
 
 # ---------------------------------------------------------- stub naming, unbiased rounding --

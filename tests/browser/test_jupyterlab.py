@@ -4,8 +4,9 @@ Run with `make test-browser` (or `pytest --browser tests/browser`). It starts th
 as `make lab` does, in fast mode, opens notebook 01, the student's notebook 05 and notebook 03
 (which trains, so its progress bar shows), clicks Run → Run All Cells, and asserts that the
 course's kernel started, no output is an error or stderr, every figure is an image and training
-progress is a widget bar. Screenshots go to the output folder's browser/. The website that `make course`
-builds from the executed notebooks has its own browser test (tests/site/, `make test-site`).
+progress is a widget bar. It checks that nbgrader's extensions load (its menu in JupyterLab, the Formgrader
+server extension). Screenshots go to the output folder's browser/. The website that `make course` builds
+from the executed notebooks has its own browser test (tests/site/, `make test-site`).
 
 Needs Chromium from the system's packages (`apt-get install chromium`); Playwright drives it
 through ``executable_path`` and never downloads a browser.
@@ -203,3 +204,23 @@ def check_outputs(page, notebook):
         assert bars.count() >= 1, f"{notebook}: no widget progress bar"
         bars.first.scroll_into_view_if_needed()
         page.screenshot(path=str(SCREENSHOTS / f"{notebook.removesuffix('.ipynb')}-progress.png"))
+
+
+def test_nbgrader_extensions_load(lab, browser):
+    """nbgrader's JupyterLab extension adds its menu, and its Formgrader server extension answers."""
+    base, token = lab
+    with urllib.request.urlopen(f"{base}/formgrader?token={token}", timeout=60) as response:
+        assert response.status == 200 and "formgrader" in response.read().decode().lower()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{base}/lab?reset&token={token}")
+        page.wait_for_selector(".lm-MenuBar-itemLabel", timeout=180_000)
+        menu = page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader")
+        menu.first.wait_for(timeout=60_000)
+        menu.first.click()
+        items = page.locator(".lm-Menu-itemLabel").all_inner_texts()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "nbgrader-menu.png"))
+        assert any("Formgrader" in item for item in items), items
+    finally:
+        page.close()

@@ -1,0 +1,210 @@
+"""Notebook 05 as an nbgrader assignment: the release withholds the solutions, the hidden tests, and (slow) a
+real nbgrader course that autogrades five kinds of submissions (issue 23, "Done when")."""
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import nbformat
+import pytest
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+from helpers import exercise_hidden, exercises, stages
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import grading  # noqa: E402
+import grading_submissions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A real nbgrader course with notebook 05's release (generate_assignment), in a temporary folder."""
+    root = tmp_path_factory.mktemp("course")
+    grading.assignment(root)
+    return root
+
+
+def _run_in(folder, code):
+    """Run ``code`` with a plain Python whose working folder is ``folder`` (as a kernel opened there)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True)
+
+
+PROBE = """
+import helpers, importlib
+print("helpers:", helpers.__file__)
+from helpers import exercises, stages
+exercises.solution("a")
+for module, name in [("stages", "NonUniformQuantizationEncodingStage"), ("stages", "HuffmanEncodingStage"),
+                     ("stages", "AdaptiveRangeQuantizationEncodingStage"), ("huffman", "code_lengths"),
+                     ("solutions", "HuffmanEncodingStage")]:
+    try:
+        getattr(importlib.import_module("helpers." + module), name)
+        print("IMPORTED", module, name)
+    except ImportError as error:
+        print("refused:", module, name, "|", error)
+"""
+
+
+def test_release_withholds_the_solutions(course):
+    release = course / "release" / grading.ASSIGNMENT
+    result = _run_in(release, PROBE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert f"helpers: {release / 'helpers' / '__init__.py'}" in out  # the release's own helpers, not the repo's
+    assert exercises.WITHHELD_MESSAGE in out
+    assert "IMPORTED" not in out and out.count("refused:") == 5, out
+    assert "the instructor withheld the solutions in this graded release" in out
+    texts = [p.read_text() for p in release.rglob("*") if p.is_file() and p.suffix in (".py", ".ipynb")]
+    for fragment in ("tf.searchsorted(thresholds", "tf.stack([big, big, weight[a] + weight[b]])", "BEGIN SOLUTION",
+                     "tf.random.uniform(tf.shape(x), dtype=x.dtype) < scaled - floor"):  # one line of each answer
+        assert not any(fragment in text for text in texts), fragment
+        assert fragment == "BEGIN SOLUTION" or fragment in (ROOT / "helpers" / "solutions.py").read_text()
+    notebook = (release / grading.NOTEBOOK).read_text()
+    assert "hidden_check(" not in notebook and "BEGIN HIDDEN TESTS" not in notebook
+
+
+def test_self_study_copy_keeps_the_solutions(capsys):
+    exercises.solution("a")
+    out = capsys.readouterr().out
+    assert "class NonUniformQuantizationEncodingStage" in out and "withheld" not in out
+    assert not exercises.GRADED
+
+
+def test_a_graded_check_raises_the_sentence_it_prints(capsys):
+    stub = grading_submissions  # anything that is not a stage
+    exercises.check(stages.reference("HuffmanEncodingStage"), "b", graded=True)  # passes: no error
+    with pytest.raises(AssertionError) as error:
+        exercises.check(lambda: stub, "b", graded=True)
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert str(error.value) == printed and printed.startswith("Exercise (b) not passed yet:")
+    exercises.check(lambda: stub, "b", graded=False)  # self-study: prints, never raises
+
+
+def _nearest_rounding_stage():
+    base = stages.reference("AdaptiveRangeQuantizationEncodingStage").__mro__[1]
+
+    class NearestRounding(base):
+        def encode(self, x, encode_params):
+            value_range = tf.cast(encode_params[self.RANGE_KEY], x.dtype)
+            max_value = tf.cast(encode_params[self.MAX_VALUE_KEY], x.dtype)
+            scaled = (tf.clip_by_value(x, -value_range, value_range) + value_range) / (2 * value_range) * max_value
+            return ({self.ENCODED_VALUES_KEY: tf.round(scaled)}, {self.MAX_ABS_KEY: tf.reduce_max(tf.abs(x))})
+
+    return te.core.tf_style_adaptive_encoding_stage(NearestRounding)
+
+
+def _sixteen_levels_stage():
+    base = stages.reference("NonUniformQuantizationEncodingStage").__mro__[1]
+
+    class SixteenLevels(base):
+        def __init__(self, bits=8, **kwargs):
+            super().__init__(bits=4, **kwargs)  # ignores bits: tuned to the visible check (4 bits)
+
+    return te.core.tf_style_encoding_stage(SixteenLevels)
+
+
+@pytest.mark.parametrize("kind", ["a", "b", "c"])
+def test_hidden_tests_pass_the_reference(kind, capsys):
+    names = {"a": "NonUniformQuantizationEncodingStage", "b": "HuffmanEncodingStage",
+             "c": "AdaptiveRangeQuantizationEncodingStage"}
+    line = exercise_hidden.hidden_check(stages.reference(names[kind]), kind)
+    assert line.startswith(f"Exercise ({kind}), hidden test passed:")
+
+
+@pytest.mark.parametrize("kind, make_stage, reason", [
+    ("c", _nearest_rounding_stage, "rounding is biased"),
+    ("a", _sixteen_levels_stage, "hidden test not passed: at 3 bits"),
+])
+def test_hidden_tests_catch_what_the_visible_check_lets_through(kind, make_stage, reason, capsys):
+    stage = make_stage()
+    if kind == "a":  # tuned to the visible check: it passes there
+        assert exercises.evaluate(stage, kind).passed
+    with pytest.raises(AssertionError) as error:
+        exercise_hidden.hidden_check(stage, kind)
+    assert reason in str(error.value) and str(error.value).count(". ") == 0, str(error.value)
+
+
+def test_grade_names_a_bad_submissions_folder(tmp_path):
+    with pytest.raises(SystemExit, match="is not a folder"):
+        grading.submissions_in(tmp_path / "missing")
+    with pytest.raises(SystemExit, match="holds no submissions"):
+        grading.submissions_in(tmp_path)
+    (tmp_path / "ada").mkdir()
+    with pytest.raises(SystemExit, match="holds no 05_custom_encoding_stages.ipynb"):
+        grading.submissions_in(tmp_path)
+
+
+# ------------------------------------------------------------ the whole course, slow --
+
+SUBMISSIONS = ("solved", "untouched", "biased_rounding", "check_cell_passed", "endless_loop")
+
+
+@pytest.mark.slow
+def test_nbgrader_course_grades_five_submissions(course, tmp_path):
+    """generate_assignment, autograde, generate_feedback and export on a real gradebook (about 6 minutes)."""
+    release = nbformat.read(str(course / "release" / grading.ASSIGNMENT / grading.NOTEBOOK), as_version=4)
+    solution = nbformat.read(str(grading.SOURCE), as_version=4)
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in SUBMISSIONS:
+        nbformat.write(getattr(grading_submissions, name)(release, solution), str(folder / f"{name}.ipynb"))
+    seconds = grading.grade(folder, course)
+    with open(course / "grades.csv") as handle:
+        rows = {row["student_id"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == set(SUBMISSIONS)
+    score = {name: {k: float(v) for k, v in row.items() if k not in ("assignment", "student_id")}
+             for name, row in rows.items()}
+    full = {"a_check": 2, "a_hidden": 1, "a_encoder_check": 1, "b_check": 2, "b_hidden": 1, "c_check": 2,
+            "c_hidden": 1}
+    assert score["solved"] == dict(full, score=10, max_score=10)
+    assert score["untouched"] == dict({k: 0 for k in full}, score=0, max_score=10)
+    assert score["biased_rounding"] == dict(full, c_check=0, c_hidden=0, score=7, max_score=10)
+    feedback = (course / "feedback" / "biased_rounding" / grading.ASSIGNMENT / "05_custom_encoding_stages.html")
+    assert "rounding is biased" in feedback.read_text()
+    assert score["check_cell_passed"]["a_check"] == 0 and score["check_cell_passed"]["score"] == 0
+    graded = nbformat.read(str(course / "autograded" / "check_cell_passed" / grading.ASSIGNMENT / grading.NOTEBOOK),
+                           as_version=4)
+    restored = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "a_check"]
+    assert restored[0].source.startswith('exercises.check(NonUniformQuantizationEncodingStage, "a")')
+    assert score["endless_loop"] == dict(full, c_check=0, c_hidden=0, score=7, max_score=10)
+    # each cell that calls the endless stage stops at the timeout; the notebook's other cells take about a minute
+    assert seconds["endless_loop"] < 4 * grading.TIMEOUT + 180, seconds
+    htmls = sorted(p.parent.parent.name for p in (course / "feedback").rglob("*.html"))
+    assert htmls == sorted(SUBMISSIONS)
+    print({name: round(s) for name, s in seconds.items()})
+
+
+def test_the_release_sweep_leaves_out_the_withheld_rows(course):
+    result = _run_in(course / "release" / grading.ASSIGNMENT,
+                     "from helpers import frontier\nprint(frontier.LEFT_OUT)\nprint(sorted({m for r in frontier.SWEEP for m in r}))")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "left out" in result.stdout and "withheld" in result.stdout
+    assert "(05" not in result.stdout.splitlines()[-1]
+    from helpers import frontier
+    assert frontier.LEFT_OUT is None and "8-bit + Huffman (05b)" in frontier.METHODS  # the self-study copy
+
+
+@pytest.mark.slow
+def test_notebook_06_runs_in_the_release(course, tmp_path):
+    """Notebook 06, in fast mode, in the release's folder (helpers without solutions): it runs and says why rows are missing."""
+    from nbclient import NotebookClient
+    release = course / "release" / grading.ASSIGNMENT
+    notebook = nbformat.read(str(ROOT / "notebooks" / "06_compression_frontier.ipynb"), as_version=4)
+    env = {"COURSE_FAST": "1", "COURSE_HEADLESS": "1", "COURSE_OUTPUT_DIR": str(tmp_path)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=900, kernel_name=grading.config.KERNEL_NAME,
+                       resources={"metadata": {"path": str(release)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "are left out: they run notebook 05's reference solutions" in text
+    assert "(05a)" not in text.split("are left out")[1]  # no row of the sweep ran a withheld stage
