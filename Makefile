@@ -75,7 +75,7 @@ frontier: env
 	@scripts/check_no_workers.sh
 
 # One TFF worker_binary in the foreground for a driver on another machine (COURSE_WORKERS=<this host>:PORT).
-# It listens on all interfaces without authentication: README, "Scaling out", says how to keep it private.
+# It listens on all interfaces without authentication: docs/scaling_out.md says how to keep it private.
 .PHONY: workers
 workers: PORT ?= 8000
 workers: CONCURRENCY ?= -1
@@ -96,7 +96,7 @@ grade: env
 	$(PY) scripts/grading.py grade "$(SUBMISSIONS)" --course "$(COURSE)" $(if $(TIMEOUT),--timeout $(TIMEOUT))
 	@scripts/check_no_workers.sh
 
-# Regenerate the locks from requirements.in / requirements-tff.in (README: the environment).
+# Regenerate the locks from requirements.in / requirements-tff.in (docs/environment.md).
 lock:
 	scripts/lock.sh $(ARGS)
 

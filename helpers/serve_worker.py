@@ -3,7 +3,7 @@
 ``python -m helpers.serve_worker --port 8000 --concurrency -1`` checks the
 port, prints what the worker exposes (all network interfaces, no
 authentication) and how the driver reaches it, then becomes the worker
-(``worker_binary``); Ctrl-C stops it. The README section "Scaling out" says
+(``worker_binary``); Ctrl-C stops it. docs/scaling_out.md says
 how to keep it private.
 """
 import argparse
@@ -29,7 +29,7 @@ def exposure_notice(port):
         f"  encryption, and runs any TensorFlow graph it is sent: whoever reaches port {port} can run code\n"
         f"  here as {getpass.getuser()}. Reach it only through a private network, an SSH tunnel\n"
         f"  (on the driver: ssh -N -L {port}:127.0.0.1:{port} <this machine>, then COURSE_WORKERS=127.0.0.1:{port})\n"
-        f"  or a host firewall that admits only the driver (README, section Scaling out).\n"
+        f"  or a host firewall that admits only the driver (docs/scaling_out.md).\n"
         f"  On the driver: COURSE_WORKERS=<this machine>:{port}[,<other>:<port>...]. Ctrl-C stops the worker.")
 
 

@@ -18,8 +18,8 @@ from helpers import config  # noqa: E402
 def _pinned_prefix(name, lock_input):
     """The version prefix that ``name==X.Y.*`` or ``name==X.Y.Z`` in a lock input of the repository allows.
 
-    The bounds live only in the lock inputs requirements-tff-deps.in and requirements-tff.in (README: "Why
-    the environment is installed in two steps"); this check reads them from there instead of repeating them.
+    The bounds live only in the lock inputs requirements-tff-deps.in and requirements-tff.in
+    (docs/environment.md); this check reads them from there instead of repeating them.
     """
     import pathlib
     import re

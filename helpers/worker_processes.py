@@ -7,7 +7,7 @@ stopped when Python exits (and dies with it when it is killed, through
 worker, also run by ``make workers``.
 
 Security: ``worker_binary`` listens on all network interfaces, without
-authentication, and runs any TensorFlow graph it is sent (README, "Scaling out").
+authentication, and runs any TensorFlow graph it is sent (docs/scaling_out.md).
 """
 import atexit
 import os

@@ -36,7 +36,7 @@ endless retry. The other modules: :mod:`helpers.worker_spec` (the values
 Security: ``worker_binary`` listens on *all* interfaces, without authentication
 or encryption, and runs any TensorFlow graph it is sent. The local workers
 live only as long as the Python process and use free ports picked at start;
-keep the machine's firewall closed to them. The README section "Scaling out"
+keep the machine's firewall closed to them. docs/scaling_out.md
 says how to keep remote workers private.
 """
 import atexit

@@ -78,8 +78,8 @@ def stage(outputs, source, with_solutions):
     for path in notebooks:
         shutil.copy2(path, source / "notebooks" / path.name)
     if with_solutions:
-        (source / "notebooks" / "solutions").mkdir()
-        shutil.copy2(ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb", source / "notebooks" / "solutions")
+        solutions = ROOT / "notebooks" / "solutions"
+        shutil.copytree(solutions, source / "notebooks" / "solutions", ignore=shutil.ignore_patterns(".*"))
     shutil.copytree(ROOT / "docs", source / "docs", ignore=shutil.ignore_patterns("_*.yml"))
     for name in ("README.md", "INSTRUCTOR.md"):
         shutil.copy2(ROOT / name, source / name)

@@ -3,9 +3,9 @@
 - ``colab/pip-freeze-2025.07.txt`` is Colab's published package list (googlecolab/backend-info).
 - ``colab/requirements.in`` names, on its ``# replace:`` lines, the Colab packages the course replaces.
 
-``python scripts/colab_packages.py held FILE`` writes the pins of every other Colab package, as constraints for
-scripts/lock.sh (colab/held-at-colab-versions.txt), so the Colab lock keeps them at Colab's versions. tests/test_colab.py builds its stand-in for
-Colab from the same list.
+``python scripts/colab_packages.py held FILE`` writes the pins of every other Colab package, as constraints
+for scripts/lock.sh (colab/held-at-colab-versions.txt), so the Colab lock keeps them at Colab's versions.
+tests/colab/standin.py builds its stand-in for Colab from the same list.
 """
 import pathlib
 import re

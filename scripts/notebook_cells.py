@@ -15,8 +15,8 @@ import nbformat
 from helpers import config
 
 SETUP_SOURCE = '''\
-# Setup: the runtime, the versions, fast mode and the seed (README: "Running the course").
-# On Colab it first fetches the course and installs it, once per runtime (README: "Colab").
+# Setup: the runtime, the versions, fast mode and the seed (docs/running.md).
+# On Colab it first fetches the course and installs it, once per runtime (docs/hosted.md, section Colab).
 import os, subprocess, sys
 
 
@@ -32,8 +32,8 @@ if not (3, 9) <= sys.version_info[:2] <= (3, 11):
         "installs only on Python 3.9-3.11. " + (
             "Choose Runtime > Change runtime type > Runtime version 2025.07 (Python 3.11), save, and run this cell "
             "again; if 2025.07 is no longer listed, open the course on Binder or Codespaces, or connect Colab to a "
-            "local runtime (README, section Colab)." if on_colab else "Run `make lab` in the repository (it builds "
-            ".venv with Python 3.11), or open the course on Binder or Codespaces (README)."))
+            "local runtime (docs/hosted.md, section Colab)." if on_colab else "Run `make lab` in the repository (it "
+            "builds .venv with Python 3.11), or open the course on Binder or Codespaces (README)."))
 if on_colab:
     course = os.path.abspath("fl-compression-course")
     if not os.path.exists(os.path.join(course, "helpers", "colab.py")):

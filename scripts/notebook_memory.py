@@ -8,7 +8,7 @@ notebook 04 reuses notebook 03's baseline. Every 0.2 s the resident memory (RSS)
 script started (the kernel and its children, TFF's worker_binary among them) is summed; the largest sum is
 the notebook's peak. Summed RSS counts the shared libraries of the kernel and the worker twice, so the
 proportional set size (PSS, each shared page split among its users) is summed too: it is closer to what a
-container's memory limit counts. mybinder.org gives a session 1-2 GB, so the README says which notebooks fit.
+container's memory limit counts. mybinder.org gives a session 1-2 GB, so docs/hosted.md says which notebooks fit.
 """
 import argparse
 import os

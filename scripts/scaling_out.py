@@ -14,7 +14,7 @@ Prints, and saves as outputs/bench/scaling_out.json and scaling_out.md:
    seed's 8-bit policy;
 5. how fast the driver moves model-sized values (an echo of the model's weights on one worker),
    and from 1, 3 and 4 a simple model of seconds per round for N machines, and the N where the
-   driver becomes the bottleneck (README, "Scaling out", explains the model).
+   driver becomes the bottleneck (docs/scaling_out.md explains the model).
 
     .venv/bin/python scripts/scaling_out.py              # 10 timed rounds of 10 clients (make bench)
     .venv/bin/python scripts/scaling_out.py --rounds 3   # shorter

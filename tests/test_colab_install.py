@@ -20,7 +20,8 @@ def test_colab_lock_keeps_colabs_kernel_stack_and_replaces_only_what_it_names():
         assert theirs[name] and name not in replaced, name
         assert ours.get(name, theirs[name]) == theirs[name], f"the Colab lock moves Colab's {name}"
     moved = {name for name in ours if name in theirs and ours[name] != theirs[name]}
-    assert moved <= replaced, f"the Colab lock moves {sorted(moved - replaced)}, not marked replace: in colab/requirements.in"
+    assert moved <= replaced, (f"the Colab lock moves {sorted(moved - replaced)}, which colab/requirements.in does "
+                               "not mark replace:")
     assert {"tensorflow", "numpy", "protobuf"} <= moved and ours["tensorflow"].startswith("2.14.")
     assert "jedi" not in ours  # Colab's IPython runs without it
 

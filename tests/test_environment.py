@@ -211,12 +211,12 @@ def _stop(process, port=None, token=None):
 
 
 def readme_colab_command():
-    """The Jupyter command of the README's Colab section, as a list of arguments."""
-    section = (ROOT / "README.md").read_text().split("\n## Colab", 1)[1].split("\n## ", 1)[0]
+    """The Jupyter command of the Colab section of docs/hosted.md, as a list of arguments."""
+    section = (ROOT / "docs" / "hosted.md").read_text().split("\n## Colab", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    assert blocks, "README's Colab section has no ```bash block"
+    assert blocks, "the Colab section of docs/hosted.md has no ```bash block"
     lines = [line for line in blocks[0].replace("\\\n", " ").splitlines() if "jupyter" in line]
-    assert len(lines) == 1, f"expected one jupyter command in README's Colab section, got {lines}"
+    assert len(lines) == 1, f"expected one jupyter command in the Colab section of docs/hosted.md, got {lines}"
     return shlex.split(lines[0].split("&&")[-1])
 
 

@@ -20,7 +20,7 @@ import colab_packages  # noqa: E402
 from helpers import colab  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-GOOGLE_COLAB = '''"""Stand-in for Colab's google.colab, for the course's tests: its presence is what tells a notebook it runs
+GOOGLE_COLAB = '''"""Stand-in for Colab's google.colab, for the course's tests: its presence tells a notebook it runs
 on Colab. The real package serves Colab's front end; the course calls none of it."""
 '''
 # jax (which TFF imports) imports google.colab.output once google.colab is importable; it calls it only in its
