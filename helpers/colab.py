@@ -124,13 +124,6 @@ def install(course):
         restart(stale)
 
 
-def outputs_notice(outputs):
-    """One line on Colab: where saved runs go, that deleting the runtime loses them, and how to keep them."""
-    return (f"Colab: saved runs and figures go to {outputs}, which is lost when the runtime is deleted or times "
-            "out; to keep them, mount Google Drive and set COURSE_OUTPUT_DIR to a folder there before this cell "
-            "(docs/hosted.md, section Colab).")
-
-
 def restart(stale):
     """Restart the Python session, as Colab's own "Restart session" does, and stop this cell with one line.
 

@@ -21,18 +21,9 @@ import time
 
 import psutil
 
+from helpers import worker_processes
+
 _WORKER_NAME = "worker_binary"
-_SCALE_OUT_PIDS = set()  # workers started by helpers.worker_processes, which stops them itself
-
-
-def register_scale_out_worker(pid):
-    """Mark ``pid`` as a worker started by :mod:`helpers.worker_processes` (skipped unless ``scale_out=True``)."""
-    _SCALE_OUT_PIDS.add(pid)
-
-
-def forget_scale_out_worker(pid):
-    """Undo :func:`register_scale_out_worker` once that worker has stopped."""
-    _SCALE_OUT_PIDS.discard(pid)
 
 
 def tff_worker_pids(parent_pid=None, scale_out=False):
@@ -41,10 +32,11 @@ def tff_worker_pids(parent_pid=None, scale_out=False):
     The workers :mod:`helpers.worker_processes` started are included only with ``scale_out=True``.
     """
     parent = psutil.Process(parent_pid or os.getpid())
+    scale_out_pids = worker_processes.started_pids()
     pids = []
     for child in parent.children(recursive=True):
         try:
-            if _WORKER_NAME in " ".join(child.cmdline()) and (scale_out or child.pid not in _SCALE_OUT_PIDS):
+            if _WORKER_NAME in " ".join(child.cmdline()) and (scale_out or child.pid not in scale_out_pids):
                 pids.append(child.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -103,7 +95,7 @@ def _stop_all_at_exit():
 
 atexit.register(_stop_all_at_exit)
 
-# Last, so that helpers.worker_processes can import this module's functions: apply COURSE_WORKERS.
+# Apply COURSE_WORKERS.
 from helpers import workers as _workers  # noqa: E402
 
 _workers.apply_environment()

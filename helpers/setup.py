@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is impor
 import importlib.metadata  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
+import sys  # noqa: E402
 import warnings  # noqa: E402
 
 from helpers import config  # noqa: E402
@@ -127,7 +128,13 @@ def start(seed=config.SEED):
     print(f"TFF {versions['tensorflow-federated']}, TF {versions['tensorflow']}, "
           f"tfmot {versions['tensorflow-model-optimization']} | {mode} | seed {seed} | "
           f"{workers.current_workers()}")
-    from helpers import colab
-    if colab.on_colab():
-        print(colab.outputs_notice(config.output_dir()))
+    if "google.colab" in sys.modules:
+        print(colab_outputs_notice(config.output_dir()))
     return fast
+
+
+def colab_outputs_notice(outputs):
+    """One line on Colab: where saved runs go, that deleting the runtime loses them, and how to keep them."""
+    return (f"Colab: saved runs and figures go to {outputs}, which is lost when the runtime is deleted or times "
+            "out; to keep them, mount Google Drive and set COURSE_OUTPUT_DIR to a folder there before this cell "
+            "(docs/hosted.md, section Colab).")

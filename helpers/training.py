@@ -81,6 +81,15 @@ def _write_scalars(writer, step, values):
     writer.flush()
 
 
+def initial_state(process, model_fn, seed=config.SEED):
+    """``process.initialize()`` with the model of ``seed`` in place of the one TF's initializers drew.
+
+    TFF draws the initial model when it traces ``initialize``, from TensorFlow's global random state, so it
+    depends on what ran before. :func:`helpers.seeds.initial_model_weights` depends on ``seed`` alone.
+    """
+    return process.set_model_weights(process.initialize(), seeds.initial_model_weights(model_fn, seed))
+
+
 def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_round=10,
                seed=0, evaluate_fn=None, eval_every=None, logdir=None, name="run",
                verbose=True, state=None, snapshots=None, model_fn=None, checkpoint=None):
@@ -115,9 +124,7 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     history = History(name, dict(num_rounds=int(num_rounds), clients_per_round=int(clients_per_round),
                                  seed=seed))
     if state is None:
-        state = process.initialize()
-        if model_fn is not None:
-            state = process.set_model_weights(state, seeds.initial_model_weights(model_fn, seed))
+        state = process.initialize() if model_fn is None else initial_state(process, model_fn, seed)
     done = 0
     resumed = checkpoint.resume(state) if checkpoint is not None else None
     if resumed is not None:

@@ -73,8 +73,6 @@ class LocalWorker:
         self.process = subprocess.Popen(
             _with_parent_death_signal(worker_command(self.port, concurrency)), stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, close_fds=True)
-        from helpers import runtime
-        runtime.register_scale_out_worker(self.process.pid)
         _STARTED.append(self)
 
     def exit_code(self):
@@ -111,8 +109,6 @@ class LocalWorker:
                 self.process.wait()
             except ProcessLookupError:
                 pass
-        from helpers import runtime
-        runtime.forget_scale_out_worker(self.process.pid)
         if self in _STARTED:
             _STARTED.remove(self)
         self._log.close()
@@ -123,6 +119,11 @@ class LocalWorker:
 
 
 _STARTED = []  # every LocalWorker this process started and has not stopped yet
+
+
+def started_pids():
+    """The process ids of the workers this process started and has not stopped (helpers.runtime skips them)."""
+    return {worker.process.pid for worker in _STARTED}
 
 
 def start_local_workers(count, concurrency=-1, timeout=START_TIMEOUT_S):

@@ -320,3 +320,41 @@ def test_describe_does_not_change_once_an_evaluator_has_run():
     before = checkpoints.describe(evaluate)
     evaluate(seeds.initial_model_weights(model.build_model_fn(), 0))
     assert checkpoints.describe(evaluate) == before
+
+
+UNRELATED_CELL = ("import numpy as np, tensorflow as tf\n"
+                  "tf.random.uniform([7]); tf.keras.layers.Dense(3)(tf.ones([1, 4])); np.random.rand(5)\n"
+                  "print('an unrelated cell')")
+
+
+def _printed_results(notebook_path, tmp_path, extra_cell):
+    """Every printed line with a loss or an accuracy (wall times removed) after running the notebook in fast mode."""
+    import re
+
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(notebook_path, as_version=4)
+    if extra_cell:
+        setup = next(i for i, c in enumerate(nb.cells) if "setup" in c.metadata.get("tags", []))
+        nb.cells.insert(setup + 1, nbformat.v4.new_code_cell(UNRELATED_CELL))
+    old = os.environ.get("COURSE_OUTPUT_DIR")
+    os.environ["COURSE_OUTPUT_DIR"] = str(tmp_path / ("extra" if extra_cell else "plain"))  # no saved runs shared
+    try:
+        NotebookClient(nb, kernel_name="python3", timeout=TIMEOUT,
+                       resources={"metadata": {"path": str(notebook_path.parent)}}).execute()
+    finally:
+        os.environ.pop("COURSE_OUTPUT_DIR") if old is None else os.environ.update(COURSE_OUTPUT_DIR=old)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    lines = [re.sub(r"~?\d+(\.\d+)? (s|min)\b( left)?|\d+/\d+", "", line) for line in text.splitlines()
+             if re.search(r"loss|accuracy", line, re.I)]
+    return lines
+
+
+@pytest.mark.slow
+def test_an_unrelated_cell_changes_no_printed_accuracy_or_loss_of_notebook_03(tmp_path):
+    """Every cell of 03 that initializes, trains or evaluates starts from the seed, whatever ran before it."""
+    notebook = REPO / "notebooks" / "03_fedavg_baseline.ipynb"
+    plain = _printed_results(notebook, tmp_path, extra_cell=False)
+    extra = _printed_results(notebook, tmp_path, extra_cell=True)
+    assert any("training loss and accuracy" in line for line in plain) and len(plain) >= 5, plain
+    assert plain == extra, "\n".join(f"{a}\n  vs {b}" for a, b in zip(plain, extra) if a != b)

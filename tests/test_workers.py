@@ -211,7 +211,7 @@ def test_a_killed_local_worker_is_named(monkeypatch):
 
 def test_no_worker_the_course_started_is_left_running():
     started_here = [p for p in psutil.Process().children(recursive=True)
-                    if p.pid in runtime._SCALE_OUT_PIDS and p.status() != psutil.STATUS_ZOMBIE]
+                    if p.pid in worker_processes.started_pids() and p.status() != psutil.STATUS_ZOMBIE]
     assert started_here == []
     assert worker_processes._STARTED == []
 
