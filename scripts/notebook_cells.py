@@ -126,6 +126,7 @@ def main(check):
             stale.append(f"{path.relative_to(ROOT)}: {len(cells)} cells tagged 'setup' (expected 1)")
             continue
         cells[0].source = SETUP_SOURCE
+        cells[0].metadata["tags"] = ["setup", "hide-input"]  # the website folds it (Jupyter Book's tag)
         nb.metadata["kernelspec"] = KERNELSPEC
         badge_cell(nb, path)
         if nbformat.writes(nb) != before:
