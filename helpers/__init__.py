@@ -26,14 +26,17 @@ One module does one thing:
 - ``helpers.progress``    progress of long loops: a widget in JupyterLab, plain lines headless
 - ``helpers.plotting``    the course's figures
 - ``helpers.diagrams``    the course's explanatory diagrams (a round, encoders, bit packing)
-- ``helpers.stages``      notebook 05's encoding stages (the exercises' solutions)
+- ``helpers.stages``      notebook 05's warm-up stage and the encoders around every exercise's stage
+- ``helpers.solutions``   the reference solutions of notebook 05 (a stub that withholds them in a graded release)
 - ``helpers.companding``  where non-uniform levels go: the given building block of exercise (a)
-- ``helpers.huffman``     Huffman coding as TensorFlow graph ops: exercise (b)'s code lengths and given blocks
+- ``helpers.huffman``     Huffman coding as TensorFlow graph ops: exercise (b)'s given blocks
 - ``helpers.exercises``   notebook 05's exercises, one record each: check, hint, solution
 - ``helpers.exercise_harness`` what every exercise asks of a stage; faults in one sentence
 - ``helpers.exercise_runner``  runs a stage as TFF does: encode and decode in separate graphs
 - ``helpers.exercise_checks``  what each exercise's stage must do, one check per exercise
 - ``helpers.exercise_figures`` the numbers behind notebook 05's figures (a real client update)
+- ``helpers.exercise_hidden``  the graded release's hidden tests: each stage inside TFF's GatherEncoder
+- ``helpers.understanding`` the "Check your understanding" questions of notebooks 01-04 and 06
 - ``helpers.research_stages`` stages from the literature: rotation blocks, 1-bit signs, top-k
 - ``helpers.frontier``    notebook 06's sweep: methods, settings, table and Pareto front
 - ``helpers.report``      the one-page report ``make course`` writes last
