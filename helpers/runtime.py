@@ -19,6 +19,7 @@ context); :mod:`helpers.training` calls it before it builds a process
 (``docs/memory.md`` has the measurements).
 """
 import atexit
+import ctypes
 import gc
 import os
 import signal
@@ -93,6 +94,8 @@ def release_finished_runs():
       same results, since every input of a round is an argument.
     - With workers chosen by ``COURSE_WORKERS`` / :func:`helpers.workers.use_workers` (or inside a
       ``with workers(...)`` block) the context and the workers stay: only the cache is emptied.
+    - Then Python's garbage is collected and glibc's ``malloc_trim(0)`` hands the heap memory that
+      TF freed back to the system (glibc keeps it in its per-thread arenas otherwise).
     """
     import tensorflow_federated as tff
     from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
@@ -103,7 +106,16 @@ def release_finished_runs():
         stopped = stop_tff_workers()
         tff.backends.native.set_sync_local_cpp_execution_context()
     gc.collect()
+    _trim_heap()
     return stopped
+
+
+def _trim_heap():
+    """glibc's ``malloc_trim(0)``: give freed heap pages back to the system (nothing elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _forget_stopped_workers():
