@@ -3,6 +3,8 @@
     .venv/bin/python scripts/notebook_memory.py notebooks/01_data.ipynb [more notebooks...]
     .venv/bin/python scripts/notebook_memory.py --shared-outputs --json outputs/bench/memory-fast.json notebooks/0*.ipynb
     .venv/bin/python scripts/notebook_memory.py --full --shared-outputs notebooks/03_fedavg_baseline.ipynb
+    .venv/bin/python scripts/notebook_memory.py --growth --bench      # growth per round and per sweep row
+    make memory                                                        # all of it, into outputs/bench/memory.*
 
 Each notebook is executed headless in its own kernel (COURSE_FAST=1 unless --full; a temporary
 COURSE_OUTPUT_DIR unless one is set), one after the other; --shared-outputs gives them one output
@@ -13,10 +15,20 @@ other child counts with the kernel). Summed RSS counts the shared libraries of t
 worker twice; summed PSS is closer to what a container's memory limit counts. The peaks, in MiB,
 are printed per notebook and, with --cells, per code cell; --json writes them (and each cell's
 peaks) to a file. mybinder.org gives a session 1-2 GB, so the README says which notebooks fit.
+
+--growth measures, in this process rather than in a kernel, what each round and each sweep row adds:
+one FedAvg process trained for --rounds rounds (the peaks of each round), and the first --rows rows of
+notebook 06's sweep at fast size, one seed (the peaks of each row). --no-release leaves out
+helpers.runtime.release_finished_runs, to show what it saves.
+
+--bench records the results in outputs/bench/memory.json (sections "fast", "full", "growth", each
+replaced by a new measurement of the same kind, notebook by notebook) and rewrites
+outputs/bench/memory.md from it. docs/memory.md explains the figures.
 """
 import argparse
 import json
 import os
+import platform
 import pathlib
 import sys
 import tempfile
@@ -77,7 +89,8 @@ def run(path, kernel_name, timeout):
     total, cells, stop = Peaks(), [], threading.Event()
 
     def on_cell_start(cell, cell_index, **_):
-        cells.append((cell_index, Peaks()))
+        if cell.cell_type == "code":
+            cells.append((cell_index, Peaks()))
 
     def sample():
         while not stop.is_set():
@@ -108,16 +121,145 @@ def describe(name, peaks, seconds=None):
     return line + (f", {seconds:.0f} s" if seconds is not None else "")
 
 
+def _slope(values):
+    """Least-squares slope of ``values`` against their index (units per step); 0.0 for fewer than 2."""
+    import numpy as np
+    return float(np.polyfit(np.arange(len(values)), values, 1)[0]) if len(values) > 1 else 0.0
+
+
+def growth(rounds, rows, release=True):
+    """Peaks (MiB) of each round of one process and of each of the first ``rows`` sweep rows, in this process.
+
+    Returns ``{'rounds': [peaks per round], 'rows': [{'row', peaks} per row], 'per_round': {key: MiB per
+    round}, 'per_row': {key: MiB per row}}``; the slopes are fitted over the rounds after the first
+    five (the worker fills its caches in the first rounds) and over all rows.
+    """
+    os.environ["COURSE_FAST"] = "1"
+    os.environ.setdefault("COURSE_OUTPUT_DIR", tempfile.mkdtemp(prefix="course-memory-"))
+    from helpers import setup
+    setup.quiet_logs()
+    from helpers import compression, data, frontier, memory, model, runs, runtime, training
+    if not release:
+        runtime.release_finished_runs = lambda: 0
+    train, test = data.load_emnist(only_digits=True)
+    evaluate = training.keras_evaluator(model.create_original_fedavg_cnn_model,
+                                        data.preprocess_test(test.create_tf_dataset_from_all_clients()))
+    model_fn = model.build_model_fn()
+    process = training.build_fed_avg(model_fn, compression.identity(), client_learning_rate=0.1)
+    state, per_round = process.initialize(), []
+    for round_num in range(1, rounds + 1):
+        clients = training.sample_clients(train.client_ids, 2, runs_rng(round_num))
+        with memory.PeakSampler() as peaks:
+            state = process.next(state, data.make_federated_data(train, clients)).state
+        per_round.append({key: round(value, 1) for key, value in peaks.mib().items()})
+        print(f"round {round_num}: {_mib_line(peaks.mib())}", flush=True)
+    del process, state
+    settings = frontier.sweep_settings(clients=len(train.client_ids))
+    per_row = []
+    for broadcast, aggregation in frontier.SWEEP[:rows]:
+        with memory.PeakSampler() as peaks:
+            frontier.run_sweep(model_fn, settings, train, evaluate, rows=[(broadcast, aggregation)], run_seeds=(0,))
+        name = frontier.row_name(broadcast, aggregation)
+        per_row.append(dict(row=name, **{key: round(value, 1) for key, value in peaks.mib().items()}))
+        print(f"row {name}: {_mib_line(peaks.mib())}", flush=True)
+    keys = memory.KEYS
+    return dict(release=release, rounds=per_round, rows=per_row,
+                per_round={k: round(_slope([r[k] for r in per_round[5:]]), 2) for k in keys},
+                per_row={k: round(_slope([r[k] for r in per_row]), 1) for k in keys})
+
+
+def runs_rng(round_num):
+    """The numpy Generator of round ``round_num``'s clients (the course's seeded sampling)."""
+    from helpers import config, seeds
+    return seeds.sampling_rng(config.SEED, round_num)
+
+
+def _mib_line(mib):
+    return ", ".join(f"{key} {value:,.0f}" for key, value in mib.items()) + " MiB"
+
+
+BENCH_KEYS = ("pss", "rss", "kernel_pss", "worker_pss")
+
+
+def markdown(record):
+    """``outputs/bench/memory.md``: the notebooks' peaks at both sizes, and the growth, from ``record``."""
+    names = sorted(set(record.get("fast", {}).get("notebooks", {})) | set(record.get("full", {}).get("notebooks", {})))
+    lines = ["# Peak memory of the notebooks", "",
+             "Summed over the kernel and TFF's `worker_binary` (`scripts/notebook_memory.py`, sampled every "
+             "0.2 s); MiB. PSS splits shared pages among the processes (close to what a container's limit "
+             "counts); RSS counts them in every process. `docs/memory.md` explains the figures.", "",
+             "| notebook | size | peak PSS | peak RSS | kernel PSS | worker PSS | fits 1 GB / 2 GB (PSS) | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        for size in ("fast", "full"):
+            found = record.get(size, {}).get("notebooks", {}).get(name)
+            if found is None:
+                lines.append(f"| {name} | {size} | not measured | | | | | |")
+                continue
+            fits = " / ".join("yes" if found["pss"] * MIB <= limit else "no" for limit in (10 ** 9, 2 * 10 ** 9))
+            lines.append(f"| {name} | {size} | {found['pss']:,} | {found['rss']:,} | {found['kernel_pss']:,} | "
+                         f"{found['worker_pss']:,} | {fits} | {found['seconds']:.0f} |")
+    for size in ("fast", "full"):
+        if size in record:
+            lines.append(f"\n{size}: measured {record[size]['when']} on {record[size]['machine']}.")
+    for label, key in (("with the release step", "growth"), ("without the release step", "growth_no_release")):
+        found = record.get(key)
+        if not found:
+            continue
+        lines += ["", f"## Growth {label} (this process, fast-mode data; MiB)", "",
+                  f"Per round (slope over rounds 6-{len(found['rounds'])} of one process, 2 clients a round): "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in found["per_round"].items()) + ".",
+                  f"Per sweep row (slope over {len(found['rows'])} rows, one seed): "
+                  + ", ".join(f"{k} {v:+.1f}" for k, v in found["per_row"].items()) + ".", "",
+                  "| row | Python PSS | Python RSS | worker PSS | worker RSS |", "|---|---|---|---|---|"]
+        lines += [f"| {r['row']} | {r['python_pss']:,.0f} | {r['python_rss']:,.0f} | {r['worker_pss']:,.0f} | "
+                  f"{r['worker_rss']:,.0f} |" for r in found["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def save_bench(section, value):
+    """Put ``value`` under ``section`` of outputs/bench/memory.json (notebooks merged) and rewrite memory.md."""
+    from helpers import config
+    folder = config.output_dir("bench")
+    path = folder / "memory.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    if "notebooks" in value and section in record:
+        value = dict(value, notebooks=dict(record[section].get("notebooks", {}), **value["notebooks"]))
+    record[section] = value
+    path.write_text(json.dumps(record, indent=1))
+    (folder / "memory.md").write_text(markdown(record))
+    return path
+
+
+def _stamp():
+    return dict(when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                machine=f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2 ** 30:.0f} GiB, "
+                        f"{platform.platform(terse=True)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="+", type=pathlib.Path)
+    parser.add_argument("notebooks", nargs="*", type=pathlib.Path)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     parser.add_argument("--shared-outputs", action="store_true",
                         help="one COURSE_OUTPUT_DIR for all notebooks (default: a fresh one per notebook)")
     parser.add_argument("--full", action="store_true", help="full size (COURSE_FAST=0) instead of fast mode")
     parser.add_argument("--cells", action="store_true", help="also print each code cell's peaks")
     parser.add_argument("--json", type=pathlib.Path, help="write the peaks (MiB) to this file, per notebook")
+    parser.add_argument("--bench", action="store_true", help="record in outputs/bench/memory.{json,md}")
+    parser.add_argument("--growth", action="store_true", help="measure the growth per round and per sweep row")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of --growth's process")
+    parser.add_argument("--rows", type=int, default=5, help="sweep rows of --growth")
+    parser.add_argument("--no-release", action="store_true", help="--growth without the release step")
     args = parser.parse_args()
+    if args.growth:
+        result = dict(growth(args.rounds, args.rows, release=not args.no_release), **_stamp())
+        print("per round:", result["per_round"], "\nper row:", result["per_row"])
+        if args.bench:
+            print("saved", save_bench("growth_no_release" if args.no_release else "growth", result))
+        return
+    if not args.notebooks:
+        parser.error("name the notebooks to measure, or --growth")
     missing = [str(p) for p in args.notebooks if not p.is_file()]
     if missing:
         sys.exit(f"error: no such notebook: {', '.join(missing)}")
@@ -147,6 +289,8 @@ def main():
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(dict(size=size, notebooks=results), indent=1))
+        if args.bench:
+            save_bench("full" if args.full else "fast", dict(notebooks=results, **_stamp()))
 
 
 if __name__ == "__main__":
