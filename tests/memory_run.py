@@ -1,8 +1,8 @@
-"""The same short FedAvg run, three times in one fresh process, with the peak memory of each, for tests/test_memory.py.
+"""The same short FedAvg run, several times in one fresh process, with the peak memory of each, for tests/test_memory.py.
 
 ``python tests/memory_run.py '<json options>'`` trains the course CNN with
 :func:`helpers.training.train_fed_avg` (identity encoders, fast-mode offline
-data, ``rounds`` rounds of 2 clients, no evaluation) ``runs`` times (default 3)
+data, ``rounds`` rounds of 2 clients, no evaluation) ``runs`` times (default 4)
 and prints one JSON line: ``{"peaks": [{key: MiB} per run], "weights_equal": bool}``,
 the peaks of :class:`helpers.memory.PeakSampler` (this Python process and TFF's
 worker) while each run trained, and whether every run ended with bit-identical weights.
@@ -38,7 +38,7 @@ def keep_final_weights(process, *args, **kwargs):
 
 
 training.run_rounds = keep_final_weights
-for _ in range(options.get("runs", 3)):
+for _ in range(options.get("runs", 4)):
     with memory.PeakSampler() as sampler:
         training.train_fed_avg(model_fn, compression.identity(), settings, train, name="memory", verbose=False)
     peaks.append(sampler.mib())
