@@ -6,6 +6,7 @@
 #   make test-browser  the course in JupyterLab in headless Chromium (apt-get install chromium)
 #   make test-colab    the Colab route on a stand-in for Colab's Python 3.11 runtime (2025.07)
 #   make bench    speed figures, saved under outputs/bench/
+#   make memory   peak memory of every notebook (fast and full size) and its growth: outputs/bench/memory.{json,md}
 #   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
 #   make workers  one TFF worker on this machine for another machine's driver (PORT=8000 CONCURRENCY=-1)
@@ -16,9 +17,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser test-colab course bench frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab course bench memory frontier: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course test test-slow test-browser test-colab lab bench frontier exercises lock clean-env
+.PHONY: env course test test-slow test-browser test-colab lab bench memory frontier exercises lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -53,6 +54,16 @@ test-colab: env
 bench: env
 	$(PY) scripts/bench.py
 	$(PY) scripts/scaling_out.py
+	@scripts/check_no_workers.sh
+
+# Peak PSS and RSS of the kernel and TFF's worker for every notebook, in fast mode and at full size (about
+# 35 minutes, most of it notebooks 04 and 06 at full size), then the growth per round and per sweep row with
+# and without the release step (docs/memory.md). Each part updates outputs/bench/memory.json and memory.md.
+memory: env
+	$(PY) scripts/notebook_memory.py --bench --shared-outputs $(NOTEBOOKS)
+	$(PY) scripts/notebook_memory.py --bench --shared-outputs --full $(NOTEBOOKS)
+	$(PY) scripts/notebook_memory.py --bench --growth
+	$(PY) scripts/notebook_memory.py --bench --growth --no-release
 	@scripts/check_no_workers.sh
 
 # The from-scratch frontier (notebook 06 shows it when present): SEEDS sets COURSE_SEEDS, ROWS picks rows.

@@ -135,7 +135,7 @@ def growth(rounds, rows, release=True):
     five (the worker fills its caches in the first rounds) and over all rows.
     """
     os.environ["COURSE_FAST"] = "1"
-    os.environ.setdefault("COURSE_OUTPUT_DIR", tempfile.mkdtemp(prefix="course-memory-"))
+    os.environ["COURSE_OUTPUT_DIR"] = tempfile.mkdtemp(prefix="course-memory-")  # train, never load saved runs
     from helpers import setup
     setup.quiet_logs()
     from helpers import compression, data, frontier, memory, model, runs, runtime, training
@@ -217,10 +217,14 @@ def markdown(record):
     return "\n".join(lines) + "\n"
 
 
-def save_bench(section, value):
-    """Put ``value`` under ``section`` of outputs/bench/memory.json (notebooks merged) and rewrite memory.md."""
+def bench_dir():
+    """outputs/bench (under ``COURSE_OUTPUT_DIR`` when set): read it before the notebooks' outputs move."""
     from helpers import config
-    folder = config.output_dir("bench")
+    return config.output_dir("bench")
+
+
+def save_bench(folder, section, value):
+    """Put ``value`` under ``section`` of ``folder``/memory.json (notebooks merged) and rewrite memory.md."""
     path = folder / "memory.json"
     record = json.loads(path.read_text()) if path.exists() else {}
     if "notebooks" in value and section in record:
@@ -252,11 +256,12 @@ def main():
     parser.add_argument("--rows", type=int, default=5, help="sweep rows of --growth")
     parser.add_argument("--no-release", action="store_true", help="--growth without the release step")
     args = parser.parse_args()
+    folder = bench_dir() if args.bench else None
     if args.growth:
         result = dict(growth(args.rounds, args.rows, release=not args.no_release), **_stamp())
         print("per round:", result["per_round"], "\nper row:", result["per_row"])
         if args.bench:
-            print("saved", save_bench("growth_no_release" if args.no_release else "growth", result))
+            print("saved", save_bench(folder, "growth_no_release" if args.no_release else "growth", result))
         return
     if not args.notebooks:
         parser.error("name the notebooks to measure, or --growth")
@@ -290,7 +295,7 @@ def main():
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(dict(size=size, notebooks=results), indent=1))
         if args.bench:
-            save_bench("full" if args.full else "fast", dict(notebooks=results, **_stamp()))
+            save_bench(folder, "full" if args.full else "fast", dict(notebooks=results, **_stamp()))
 
 
 if __name__ == "__main__":
