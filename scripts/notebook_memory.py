@@ -4,6 +4,7 @@
     .venv/bin/python scripts/notebook_memory.py --shared-outputs --json outputs/bench/memory-fast.json notebooks/0*.ipynb
     .venv/bin/python scripts/notebook_memory.py --full --shared-outputs notebooks/03_fedavg_baseline.ipynb
     .venv/bin/python scripts/notebook_memory.py --growth --bench      # growth per round and per sweep row
+    .venv/bin/python scripts/notebook_memory.py --readme              # README's Binder table from memory.json
     make memory                                                        # all of it, into outputs/bench/memory.*
 
 Each notebook is executed headless in its own kernel (COURSE_FAST=1 unless --full; a temporary
@@ -217,6 +218,38 @@ def markdown(record):
     return "\n".join(lines) + "\n"
 
 
+def _gb(mib):
+    return f"{mib * MIB / 1e9:.2f} GB"
+
+
+def readme_table(record):
+    """The Binder section's table (README.md): each notebook's peaks in GB (10^9 bytes), fast and full size."""
+    names = sorted(record.get("fast", {}).get("notebooks", {}))
+    lines = ["| notebook | " + " | ".join(name[:2] for name in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for size, label in (("fast", "fast mode"), ("full", "full size")):
+        found = record.get(size, {}).get("notebooks", {})
+        lines.append(f"| {label}: peak PSS (RSS) | " + " | ".join(
+            f"{_gb(found[n]['pss'])} ({_gb(found[n]['rss'])})" if n in found else "not measured"
+            for n in names) + " |")
+        if size == "fast":
+            lines.append("| fast mode fits in 1 GB / 2 GB | " + " | ".join(
+                " / ".join("yes" if found[n]["pss"] * MIB <= limit else "no" for limit in (1e9, 2e9))
+                for n in names) + " |")
+    return lines
+
+
+def update_readme(record, path):
+    """Replace the table of README.md's Binder section (the lines from ``| notebook | 01``) with :func:`readme_table`."""
+    text = pathlib.Path(path).read_text().split("\n")
+    start = next(i for i, line in enumerate(text) if line.strip().startswith("| notebook | 01"))
+    end = start
+    while end < len(text) and text[end].strip().startswith("|"):
+        end += 1
+    indent = text[start][:len(text[start]) - len(text[start].lstrip())]
+    text[start:end] = [indent + line for line in readme_table(record)]
+    pathlib.Path(path).write_text("\n".join(text))
+
+
 def bench_dir():
     """outputs/bench (under ``COURSE_OUTPUT_DIR`` when set): read it before the notebooks' outputs move."""
     from helpers import config
@@ -255,8 +288,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=30, help="rounds of --growth's process")
     parser.add_argument("--rows", type=int, default=5, help="sweep rows of --growth")
     parser.add_argument("--no-release", action="store_true", help="--growth without the release step")
+    parser.add_argument("--readme", action="store_true",
+                        help="rewrite README.md's Binder memory table from outputs/bench/memory.json")
     args = parser.parse_args()
-    folder = bench_dir() if args.bench else None
+    folder = bench_dir() if args.bench or args.readme else None
+    if args.readme:
+        update_readme(json.loads((folder / "memory.json").read_text()), pathlib.Path(__file__).parent.parent / "README.md")
+        print("\n".join(readme_table(json.loads((folder / "memory.json").read_text()))))
+        return
     if args.growth:
         result = dict(growth(args.rounds, args.rows, release=not args.no_release), **_stamp())
         print("per round:", result["per_round"], "\nper row:", result["per_row"])
