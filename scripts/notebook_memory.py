@@ -19,7 +19,8 @@ peaks) to a file. mybinder.org gives a session 1-2 GB, so the README says which 
 
 --growth measures, in this process rather than in a kernel, what each round and each sweep row adds:
 one FedAvg process trained for --rounds rounds (the peaks of each round), and the first --rows rows of
-notebook 06's sweep at fast size, one seed (the peaks of each row). --no-release leaves out
+notebook 06's sweep at fast size, one seed (the peaks of each row), in this process; --clients a round (10,
+as at full size) on the fast-mode data. --no-release leaves out
 helpers.runtime.release_finished_runs, to show what it saves.
 
 --bench records the results in outputs/bench/memory.json (sections "fast", "full", "growth", each
@@ -128,8 +129,8 @@ def _slope(values):
     return float(np.polyfit(np.arange(len(values)), values, 1)[0]) if len(values) > 1 else 0.0
 
 
-def growth(rounds, rows, release=True):
-    """Peaks (MiB) of each round of one process and of each of the first ``rows`` sweep rows, in this process.
+def growth(rounds, rows, clients=10, release=True):
+    """Peaks (MiB) of each round of one process (``clients`` a round) and of each of the first ``rows`` sweep rows.
 
     Returns ``{'rounds': [peaks per round], 'rows': [{'row', peaks} per row], 'per_round': {key: MiB per
     round}, 'per_row': {key: MiB per row}}``; the slopes are fitted over the rounds after the first
@@ -149,9 +150,9 @@ def growth(rounds, rows, release=True):
     process = training.build_fed_avg(model_fn, compression.identity(), client_learning_rate=0.1)
     state, per_round = process.initialize(), []
     for round_num in range(1, rounds + 1):
-        clients = training.sample_clients(train.client_ids, 2, runs_rng(round_num))
+        picked = training.sample_clients(train.client_ids, clients, runs_rng(round_num))
         with memory.PeakSampler() as peaks:
-            state = process.next(state, data.make_federated_data(train, clients)).state
+            state = process.next(state, data.make_federated_data(train, picked)).state
         per_round.append({key: round(value, 1) for key, value in peaks.mib().items()})
         print(f"round {round_num}: {_mib_line(peaks.mib())}", flush=True)
     del process, state
@@ -164,7 +165,7 @@ def growth(rounds, rows, release=True):
         per_row.append(dict(row=name, **{key: round(value, 1) for key, value in peaks.mib().items()}))
         print(f"row {name}: {_mib_line(peaks.mib())}", flush=True)
     keys = memory.KEYS
-    return dict(release=release, rounds=per_round, rows=per_row,
+    return dict(release=release, clients=clients, rounds=per_round, rows=per_row,
                 per_round={k: round(_slope([r[k] for r in per_round[5:]]), 2) for k in keys},
                 per_row={k: round(_slope([r[k] for r in per_row]), 1) for k in keys})
 
@@ -208,8 +209,11 @@ def markdown(record):
         if not found:
             continue
         lines += ["", f"## Growth {label} (this process, fast-mode data; MiB)", "",
-                  f"Per round (slope over rounds 6-{len(found['rounds'])} of one process, 2 clients a round): "
+                  f"Per round (slope over rounds 6-{len(found['rounds'])} of one process, {found.get('clients', 10)} clients a round): "
                   + ", ".join(f"{k} {v:+.2f}" for k, v in found["per_round"].items()) + ".",
+                  "Peak of rounds 1-5 against the last 5 rounds: " + ", ".join(
+                      f"{k} {max(r[k] for r in found['rounds'][:5]):,.0f} / {max(r[k] for r in found['rounds'][-5:]):,.0f}"
+                      for k in found["per_round"]) + ".",
                   f"Per sweep row (slope over {len(found['rows'])} rows, one seed): "
                   + ", ".join(f"{k} {v:+.1f}" for k, v in found["per_row"].items()) + ".", "",
                   "| row | Python PSS | Python RSS | worker PSS | worker RSS |", "|---|---|---|---|---|"]
@@ -287,6 +291,7 @@ def main():
     parser.add_argument("--growth", action="store_true", help="measure the growth per round and per sweep row")
     parser.add_argument("--rounds", type=int, default=30, help="rounds of --growth's process")
     parser.add_argument("--rows", type=int, default=5, help="sweep rows of --growth")
+    parser.add_argument("--clients", type=int, default=10, help="clients a round of --growth's process")
     parser.add_argument("--no-release", action="store_true", help="--growth without the release step")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite README.md's Binder memory table from outputs/bench/memory.json")
@@ -297,7 +302,7 @@ def main():
         print("\n".join(readme_table(json.loads((folder / "memory.json").read_text()))))
         return
     if args.growth:
-        result = dict(growth(args.rounds, args.rows, release=not args.no_release), **_stamp())
+        result = dict(growth(args.rounds, args.rows, args.clients, release=not args.no_release), **_stamp())
         print("per round:", result["per_round"], "\nper row:", result["per_row"])
         if args.bench:
             print("saved", save_bench(folder, "growth_no_release" if args.no_release else "growth", result))
