@@ -8,6 +8,7 @@
 #   make site     the executed course as a website (outputs/site/html/index.html), from what make course wrote
 #   make test-site     a fast-mode course run, make site, and every page of the site in headless Chromium
 #   make bench    speed figures, saved under outputs/bench/
+#   make memory   peak memory of every notebook (fast and full size) and its growth: outputs/bench/memory.{json,md}
 #   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
 #   make exercises   the self-study student notebook 05 from its solutions notebook (nbgrader's preprocessors)
 #   make assignment  notebook 05's nbgrader release, solutions withheld (COURSE=outputs/course)
@@ -21,9 +22,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser test-colab test-site course bench frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab test-site course bench memory frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course site test test-slow test-browser test-colab test-site lab bench frontier exercises assignment grade lock clean-env
+.PHONY: env course site test test-slow test-browser test-colab test-site lab bench memory frontier exercises assignment grade lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -67,6 +68,16 @@ test-site: env
 bench: env
 	$(PY) scripts/bench.py
 	$(PY) scripts/scaling_out.py
+	@scripts/check_no_workers.sh
+
+# Peak PSS and RSS of the kernel and TFF's worker for every notebook, in fast mode and at full size (about
+# 35 minutes, most of it notebooks 04 and 06 at full size), then the growth per round and per sweep row with
+# and without the release step (docs/memory.md). Each part updates outputs/bench/memory.json and memory.md.
+memory: env
+	$(PY) scripts/notebook_memory.py --bench --shared-outputs $(NOTEBOOKS)
+	$(PY) scripts/notebook_memory.py --bench --shared-outputs --full $(NOTEBOOKS)
+	$(PY) scripts/notebook_memory.py --bench --growth
+	$(PY) scripts/notebook_memory.py --bench --growth --no-release
 	@scripts/check_no_workers.sh
 
 # The from-scratch frontier (notebook 06 shows it when present): SEEDS sets COURSE_SEEDS, ROWS picks rows.

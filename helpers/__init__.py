@@ -3,7 +3,9 @@
 One module does one thing:
 
 - ``helpers.setup``       the first cell of every notebook: versions, quiet logs, seeds
-- ``helpers.runtime``     stops TFF's worker process when Python exits; applies ``COURSE_WORKERS``
+- ``helpers.runtime``     stops TFF's worker process when Python exits; applies ``COURSE_WORKERS``; gives
+                          back what finished runs hold (TFF's compiler cache, a fresh worker)
+- ``helpers.memory``      RSS and PSS of this Python process and TFF's worker, and their peaks
 - ``helpers.workers``     where TFF runs its rounds: one local process or several workers (COURSE_WORKERS)
 - ``helpers.worker_spec`` the values COURSE_WORKERS takes: a number of local workers or host:port addresses
 - ``helpers.worker_processes`` start and stop TFF ``worker_binary`` processes on this machine

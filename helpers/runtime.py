@@ -12,8 +12,14 @@ before Python starts moves every round onto those workers. The workers that
 :mod:`helpers.worker_processes` starts are not "TFF's own" helper process:
 :func:`tff_worker_pids` and :func:`stop_tff_workers` leave them alone unless
 asked (``scale_out=True``), and the exit hook stops them too.
+
+:func:`release_finished_runs` gives back the memory of the processes run so
+far (TFF's compiler cache, and TFF's worker, restarted with a fresh execution
+context); :mod:`helpers.training` calls it before it builds a process
+(``docs/memory.md`` has the measurements).
 """
 import atexit
+import ctypes
 import gc
 import os
 import signal
@@ -65,6 +71,43 @@ def stop_tff_workers(timeout_seconds=5.0, scale_out=False):
             pass
     _forget_stopped_workers()
     return len(pids)
+
+
+def release_finished_runs():
+    """Give back the memory that processes run so far still hold; returns how many TFF workers were stopped.
+
+    - TFF's compiler cache is emptied: ``CompilerPipeline.compile`` is a ``functools.lru_cache``
+      (128 entries, shared by every execution context) that keeps each computation it compiled
+      alive, with its TF graphs, after the process that built it is gone.
+    - TFF's own ``worker_binary`` is stopped and a fresh
+      ``tff.backends.native.set_sync_local_cpp_execution_context()`` installed: the worker keeps
+      what every computation it ran allocated, and gives it back only when it ends. The next
+      computation starts a new worker; it compiles what it runs again (about a second), with the
+      same results, since every input of a round is an argument.
+    - With workers chosen by ``COURSE_WORKERS`` / :func:`helpers.workers.use_workers` (or inside a
+      ``with workers(...)`` block) the context and the workers stay: only the cache is emptied.
+    - Then Python's garbage is collected and glibc's ``malloc_trim(0)`` hands the heap memory that
+      TF freed back to the system (glibc keeps it in its per-thread arenas otherwise).
+    """
+    import tensorflow_federated as tff
+    from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
+
+    compiler_pipeline.CompilerPipeline.compile.cache_clear()
+    stopped = 0
+    if _workers.active() is None:
+        stopped = stop_tff_workers()
+        tff.backends.native.set_sync_local_cpp_execution_context()
+    gc.collect()
+    _trim_heap()
+    return stopped
+
+
+def _trim_heap():
+    """glibc's ``malloc_trim(0)``: give freed heap pages back to the system (nothing elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _forget_stopped_workers():

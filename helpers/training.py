@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import runtime  # noqa: F401  (stops TFF's worker process at exit)
+from helpers import runtime  # stops TFF's worker process at exit; gives back finished runs' memory
 from helpers import checkpoints, compression, config, data, progress, runs, seeds, sizing
 from helpers.history import BITS_KEYS, History
 
@@ -195,7 +195,12 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
     server SGD 1.0 without momentum (``server_momentum`` > 0 gives FedAvgM).
     ``server_lr_drop=(after_rounds, learning_rate)`` switches the server to
     ``learning_rate`` once ``after_rounds`` rounds have run.
+
+    First it gives back what the processes run before still hold
+    (:func:`helpers.runtime.release_finished_runs`: TFF's compiler cache and its
+    worker), so a notebook that trains many processes holds about one at a time.
     """
+    runtime.release_finished_runs()
     encoders = encoders or compression.identity()
     server_optimizer = tff.learning.optimizers.build_sgdm(
         learning_rate=server_learning_rate, momentum=server_momentum or None)
