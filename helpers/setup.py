@@ -37,6 +37,8 @@ def _pinned_prefix(name, lock_input):
     raise RuntimeError(f"{path} has no line `{name}==<version>`; restore it (git checkout {lock_input}).")
 
 
+# The lock inputs this check reads (a copy of the helpers elsewhere, such as a graded release, needs them too).
+LOCK_INPUTS = ("requirements-tff-deps.in", "requirements-tff.in")
 EXPECTED = {
     "tensorflow-federated": _pinned_prefix("tensorflow-federated", "requirements-tff.in"),
     "tensorflow-model-optimization": _pinned_prefix("tensorflow-model-optimization", "requirements-tff-deps.in"),

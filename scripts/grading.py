@@ -41,14 +41,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from helpers import config  # noqa: E402
+from helpers import config, setup  # noqa: E402
 from make_exercises import StudentSource  # noqa: E402
 
 ASSIGNMENT = "ps05"
 NOTEBOOK = "05_custom_encoding_stages.ipynb"
 SOURCE = ROOT / "notebooks" / "solutions" / NOTEBOOK
 COURSE = ROOT / "outputs" / "course"
-LOCK_INPUTS = ("requirements.in", "requirements-tff.in")  # helpers.setup reads the version bounds there
+LOCK_INPUTS = ("requirements.in", *setup.LOCK_INPUTS)  # helpers.setup reads the version bounds there
 # The release's helpers/solutions.py: it shadows the reference solutions, even where the repository's helpers
 # are installed (editable) in the same Python, so that no import reaches them.
 WITHHELD_STUB = (
