@@ -103,7 +103,14 @@ def build(source, html):
         raise SystemExit(f"error: jupyter-book could not build the site:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     shutil.rmtree(html, ignore_errors=True)
     shutil.move(str(work / "_build" / "html"), str(html))
+    write_favicon_ico(ROOT / "docs" / "favicon.png", html / "favicon.ico")
     return html / "index.html"
+
+
+def write_favicon_ico(png, ico):
+    """The site's icon as /favicon.ico too: browsers ask for it on pages that name no icon (index.html)."""
+    from PIL import Image
+    Image.open(png).save(ico, sizes=[(32, 32), (64, 64)])
 
 
 def main():
