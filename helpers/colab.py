@@ -33,11 +33,6 @@ class SetupError(Exception):
         return [str(self)]
 
 
-def on_colab():
-    """True inside a Colab runtime (its kernel imports ``google.colab`` at start)."""
-    return "google.colab" in sys.modules
-
-
 def locked_versions(course):
     """``{package: version}`` pinned in the course's Colab lock (names in lower case, ``-`` for ``_`` and ``.``)."""
     text = (pathlib.Path(course) / "colab" / "requirements.txt").read_text()

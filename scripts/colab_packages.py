@@ -53,12 +53,8 @@ def held():
 
 def locked():
     """``{package: version}`` pinned in colab/requirements.txt."""
-    pins = {}
-    for line in LOCK.read_text().splitlines():
-        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^ \\;]+)", line)
-        if match:
-            pins[canonical(match.group(1))] = match.group(2)
-    return pins
+    from helpers import colab
+    return colab.locked_versions(ROOT)
 
 
 if __name__ == "__main__":
