@@ -9,7 +9,6 @@ out unless the instructor asks for it: COURSE_SITE_SOLUTIONS=1.
 Usage: python scripts/build_site.py
 """
 import json
-import os
 import pathlib
 import re
 import shutil
