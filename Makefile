@@ -91,7 +91,7 @@ frontier: env
 workers: PORT ?= 8000
 workers: CONCURRENCY ?= -1
 workers: env
-	$(PY) -m helpers.serve_worker --port "$(PORT)" --concurrency "$(CONCURRENCY)"
+	$(PY) -m helpers.workers.serve --port "$(PORT)" --concurrency "$(CONCURRENCY)"
 
 exercises: env
 	$(PY) scripts/make_exercises.py

@@ -1,12 +1,13 @@
 """The course's figures. Every function draws on a matplotlib ``Axes`` and returns it.
 
 Bits are plotted in Mibit (2**20 bits) and labelled so; several runs
-(:class:`helpers.history.History`) can be overlaid, each labelled by its name.
+(:class:`helpers.runs.history.History`) can be overlaid, each labelled by its name.
 """
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers import intervals, sizing
+from helpers import sizing
+from helpers.runs import intervals
 
 
 def _axes(ax):
@@ -169,7 +170,7 @@ def plot_changes(labels, changes, ax=None, title=None):
     """One horizontal bar per comparison: the mean paired difference and its confidence interval.
 
     ``labels`` names each row; ``changes`` holds their
-    :class:`helpers.intervals.Interval` (in points). A vertical line marks no
+    :class:`helpers.runs.intervals.Interval` (in points). A vertical line marks no
     difference: an interval crossing it shows no difference at its confidence.
     """
     ax = ax if ax is not None else plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))[1]

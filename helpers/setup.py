@@ -126,7 +126,8 @@ def start(seed=config.SEED):
     fast = config.fast_mode()
     versions = installed_versions()
     mode = "FAST smoke size (COURSE_FAST=1)" if fast else "full size"
-    from helpers import runtime, workers  # noqa: F401  (runtime applies COURSE_WORKERS on import)
+    from helpers import workers
+    from helpers.workers import runtime  # noqa: F401  (it applies COURSE_WORKERS on import)
     print(f"TFF {versions['tensorflow-federated']}, TF {versions['tensorflow']}, "
           f"tfmot {versions['tensorflow-model-optimization']} | {mode} | seed {seed} | "
           f"{workers.current_workers()}")

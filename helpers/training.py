@@ -7,9 +7,9 @@ clients with a seeded generator, runs ``process.next``, prints the seed
 tutorial's per-round line (loss, accuracy, broadcast and aggregated bits, and
 their running totals), writes TensorBoard scalars, and every ``eval_every``
 rounds evaluates the global model on the test split. It returns a
-:class:`helpers.history.History`. :func:`train_fed_avg` trains one run of a
+:class:`helpers.runs.history.History`. :func:`train_fed_avg` trains one run of a
 :class:`helpers.runs.RunSettings`; :func:`train_paired` trains it once per seed,
-for paired comparisons (:mod:`helpers.intervals`).
+for paired comparisons (:mod:`helpers.runs.intervals`).
 """
 import math
 import pathlib
@@ -19,9 +19,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import runtime  # stops TFF's worker process at exit; gives back finished runs' memory
-from helpers import checkpoints, compression, config, data, progress, runs, seeds, sizing
-from helpers.history import BITS_KEYS, History
+from helpers.workers import runtime  # stops TFF's worker process at exit; gives back finished runs' memory
+from helpers import compression, config, data, runs, sizing
+from helpers.runs import checkpoints, progress, seeds
+from helpers.runs.history import BITS_KEYS, History
 
 def sample_clients(client_ids, clients_per_round, rng):
     """``clients_per_round`` distinct ids drawn from ``client_ids`` with the numpy Generator ``rng``."""
@@ -85,7 +86,7 @@ def initial_state(process, model_fn, seed=config.SEED):
     """``process.initialize()`` with the model of ``seed`` in place of the one TF's initializers drew.
 
     TFF draws the initial model when it traces ``initialize``, from TensorFlow's global random state, so it
-    depends on what ran before. :func:`helpers.seeds.initial_model_weights` depends on ``seed`` alone.
+    depends on what ran before. :func:`helpers.runs.seeds.initial_model_weights` depends on ``seed`` alone.
     """
     return process.set_model_weights(process.initialize(), seeds.initial_model_weights(model_fn, seed))
 
@@ -96,14 +97,14 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     """Train ``process`` for ``num_rounds`` rounds; returns ``(state, History)``.
 
     - ``client_datasets_fn(ids)`` returns the preprocessed ``tf.data`` datasets of those clients.
-      It is called inside :func:`helpers.seeds.round_seeds`, so
+      It is called inside :func:`helpers.runs.seeds.round_seeds`, so
       :func:`helpers.data.make_federated_data` shuffles each client with seeds of
       (``seed``, round, client id).
     - Round ``r``'s clients are sampled from ``client_ids`` with
-      :func:`helpers.seeds.sampling_rng` (``seed``, ``r``), so the same seed gives
+      :func:`helpers.runs.seeds.sampling_rng` (``seed``, ``r``), so the same seed gives
       the same clients every run, and a resumed run the same as an uninterrupted one.
     - ``model_fn``: when given (and ``state`` is not), the initial model is
-      :func:`helpers.seeds.initial_model_weights` of ``seed`` instead of the
+      :func:`helpers.runs.seeds.initial_model_weights` of ``seed`` instead of the
       weights ``process.initialize()`` drew when TFF traced it.
     - ``evaluate_fn(model_weights)`` returns ``{'loss':..., 'accuracy':...}`` on the
       test split; it runs every ``eval_every`` rounds and after the last round.
@@ -111,7 +112,7 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     - ``state``: continue from this state instead of ``process.initialize()``.
     - ``snapshots``: ``{round: path}``; after those rounds the global model's
       weights are saved to ``path`` with :func:`save_weights`.
-    - ``checkpoint``: a :class:`helpers.checkpoints.RunCheckpoints`. The run
+    - ``checkpoint``: a :class:`helpers.runs.checkpoints.RunCheckpoints`. The run
       resumes from its latest checkpoint and saves the state and history every
       ``checkpoint.every`` rounds and after the last one.
     """
@@ -197,7 +198,7 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
     ``learning_rate`` once ``after_rounds`` rounds have run.
 
     First it gives back what the processes run before still hold
-    (:func:`helpers.runtime.release_finished_runs`: TFF's compiler cache and its
+    (:func:`helpers.workers.runtime.release_finished_runs`: TFF's compiler cache and its
     worker), so a notebook that trains many processes holds about one at a time.
     """
     runtime.release_finished_runs()
@@ -229,14 +230,14 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
 
     ``settings`` is a :class:`helpers.runs.RunSettings`; ``train`` is the
     training ``ClientData``. Every random choice comes from ``seed`` (default
-    ``config.SEED``), the round and the client (:mod:`helpers.seeds`): the
+    ``config.SEED``), the round and the client (:mod:`helpers.runs.seeds`): the
     initial model, the clients sampled and each client's shuffle, so a run
     with the same settings repeats bit for bit. ``initial_weights`` (a
     ``tff.learning.models.ModelWeights``) starts from a trained model instead
     of a fresh one. ``snapshots`` (``{round: path}``) saves the model's weights
     after those rounds. ``checkpoint_dir``: keep checkpoints every
     ``checkpoint_every`` rounds in a folder under it named by the run's
-    fingerprint, and resume from them (:mod:`helpers.checkpoints`; inside
+    fingerprint, and resume from them (:mod:`helpers.runs.checkpoints`; inside
     :func:`helpers.runs.cached_history` the default is ``outputs/checkpoints/``).
     ``process``: a process :func:`build_for` built from the same settings and
     encoders, reused instead of building another. Returns a :class:`History`.
@@ -265,7 +266,7 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
     Every method trained with the same ``run_seeds`` gets, seed by seed, the
     same initial model (``initial_weights``, or one drawn from the seed), the
     same clients and the same shuffles: their comparison is paired
-    (:mod:`helpers.intervals`). Each run is saved under ``outputs/runs/`` as
+    (:mod:`helpers.runs.intervals`). Each run is saved under ``outputs/runs/`` as
     ``<name>-seed<seed>-<hash>.json``, keyed by ``key`` (default: ``settings``),
     the seed and the source of ``encoders``, and loaded when saved. The
     process is built once, when the first seed needs training.
@@ -291,7 +292,7 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
 
 def _checkpoints_for(name, settings, seed, model_fn, encoders, evaluate_fn, initial_weights, folder,
                      every, verbose):
-    """The :class:`helpers.checkpoints.RunCheckpoints` of a :func:`train_fed_avg` run, or None."""
+    """The :class:`helpers.runs.checkpoints.RunCheckpoints` of a :func:`train_fed_avg` run, or None."""
     active = checkpoints.active()
     if folder is None and active is None:
         return None

@@ -35,7 +35,8 @@ setup.start()
 import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
-from helpers import config, data, frontier, model, runs, runtime, training, workers  # noqa: E402
+from helpers import config, data, frontier, model, runs, training, workers  # noqa: E402
+from helpers.workers import runtime
 
 CLIENTS = 10
 BOTH_WAYS = ("uniform 8-bit", "uniform 8-bit")

@@ -49,7 +49,7 @@ NOTEBOOK = "05_custom_encoding_stages.ipynb"
 SOURCE = ROOT / "notebooks" / "solutions" / NOTEBOOK
 COURSE = ROOT / "outputs" / "course"
 LOCK_INPUTS = ("requirements.in", *setup.LOCK_INPUTS)  # helpers.setup reads the version bounds there
-# The release's helpers/solutions.py: it shadows the reference solutions, even where the repository's helpers
+# The release's helpers/exercises/solutions.py: it shadows the reference solutions, even where the repository's helpers
 # are installed (editable) in the same Python, so that no import reaches them.
 WITHHELD_STUB = (
     '"""Withheld: the reference solutions of notebook 05 are not part of this graded release."""\n'

@@ -21,7 +21,7 @@ peaks) to a file. mybinder.org gives a session 1-2 GB, so docs/hosted.md says wh
 one FedAvg process trained for --rounds rounds (the peaks of each round), and the first --rows rows of
 notebook 06's sweep at fast size, one seed (the peaks of each row), in this process; --clients a round (10,
 as at full size) on the fast-mode data. --no-release leaves out
-helpers.runtime.release_finished_runs, to show what it saves.
+helpers.workers.runtime.release_finished_runs, to show what it saves.
 
 --bench records the results in outputs/bench/memory.json (sections "fast", "full", "growth", each
 replaced by a new measurement of the same kind, notebook by notebook) and rewrites
@@ -140,7 +140,8 @@ def growth(rounds, rows, clients=10, release=True):
     os.environ["COURSE_OUTPUT_DIR"] = tempfile.mkdtemp(prefix="course-memory-")  # train, never load saved runs
     from helpers import setup
     setup.quiet_logs()
-    from helpers import compression, data, frontier, memory, model, runs, runtime, training
+    from helpers import compression, data, frontier, model, training
+    from helpers.workers import memory, runtime
     if not release:
         runtime.release_finished_runs = lambda: 0
     train, test = data.load_emnist(only_digits=True)
@@ -172,7 +173,8 @@ def growth(rounds, rows, clients=10, release=True):
 
 def runs_rng(round_num):
     """The numpy Generator of round ``round_num``'s clients (the course's seeded sampling)."""
-    from helpers import config, seeds
+    from helpers import config
+    from helpers.runs import seeds
     return seeds.sampling_rng(config.SEED, round_num)
 
 

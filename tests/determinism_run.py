@@ -26,7 +26,8 @@ else:
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from helpers import checkpoints, compression, data, model, runs, training  # noqa: E402
+from helpers import compression, data, model, runs, training  # noqa: E402
+from helpers.runs import checkpoints
 
 if options.get("noise"):
     tf.random.uniform([5])

@@ -4,10 +4,10 @@
 :func:`helpers.training.train_fed_avg` (identity encoders, fast-mode offline
 data, ``rounds`` rounds of 2 clients, no evaluation) ``runs`` times (default 4)
 and prints one JSON line: ``{"peaks": [{key: MiB} per run], "weights_equal": bool}``,
-the peaks of :class:`helpers.memory.PeakSampler` (this Python process and TFF's
+the peaks of :class:`helpers.workers.memory.PeakSampler` (this Python process and TFF's
 worker) while each run trained, and whether every run ended with bit-identical weights.
 ``keep`` (option, default false) leaves out the release step
-(:func:`helpers.runtime.release_finished_runs`), to show what it saves.
+(:func:`helpers.workers.runtime.release_finished_runs`), to show what it saves.
 """
 import json
 import sys
@@ -19,7 +19,8 @@ from helpers import setup  # noqa: E402
 setup.quiet_logs()
 import numpy as np  # noqa: E402
 
-from helpers import compression, data, memory, model, runs, runtime, training  # noqa: E402
+from helpers import compression, data, model, runs, training  # noqa: E402
+from helpers.workers import memory, runtime
 
 if options.get("keep"):
     runtime.release_finished_runs = lambda: 0

@@ -12,7 +12,7 @@ import pytest
 CHECK = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "check_no_workers.sh"
 
 # Runs one TFF computation (which starts a worker_binary), prints that worker's pid, then sleeps.
-# It does not import helpers.runtime, so its worker outlives it, as a leaked worker would.
+# It does not import helpers.workers.runtime, so its worker outlives it, as a leaked worker would.
 HOLD_A_WORKER = """
 import sys, time
 import psutil

@@ -1,8 +1,9 @@
 """The one-page report of ``make course``: built from saved runs, with intervals, and honest about what is missing."""
 import pytest
 
-from helpers import config, frontier, intervals, report
-from helpers.history import History
+from helpers import config, frontier
+from helpers.runs import intervals, report
+from helpers.runs.history import History
 from tests.test_frontier import FULL, fake_history, seed_runs, sweep_histories
 
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.data and the modules behind it: emnist_file (file checks), offline_data
+"""Tests of helpers.data and the modules behind it: emnist_file (file checks), offline
 (generation), download; loading and preprocessing."""
 import collections
 import contextlib
@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import data, download, emnist_file, offline_data
+from helpers import data
+from helpers.data import download, emnist_file, offline
 
 SMALL_WRITERS = 6
 EMNIST_SPEC = collections.OrderedDict(
@@ -36,7 +37,7 @@ def _clean_environment(monkeypatch):
 def small_db(tmp_path_factory):
     """A 6-writer offline file in the real schema."""
     path = tmp_path_factory.mktemp("small") / "small.sqlite"
-    return offline_data.generate_offline_emnist(path, SMALL_WRITERS, seed=0, progress=False)
+    return offline.generate_offline_emnist(path, SMALL_WRITERS, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ def test_pixels_follow_the_emnist_convention(fast_data):
 
 def test_fast_set_is_generated_as_planned(fast_data):
     train, test, _ = fast_data
-    plan = offline_data.offline_plan(offline_data.FAST_WRITERS, seed=0)
+    plan = offline.offline_plan(offline.FAST_WRITERS, seed=0)
     assert len(plan) == 40
     assert train.client_ids == test.client_ids == [w.writer_id for w in plan]
     train_counts = data.examples_per_client(train)
@@ -169,19 +170,19 @@ def test_fast_set_is_generated_as_planned(fast_data):
 
 
 def test_full_plan_has_hundreds_of_writers_each_with_test_examples():
-    plan = offline_data.offline_plan(offline_data.FULL_WRITERS, seed=0)
+    plan = offline.offline_plan(offline.FULL_WRITERS, seed=0)
     assert len(plan) == 500
     assert sum(w.num_train for w in plan) == 51779
     assert sum(w.num_test for w in plan) == 6226
     assert min(w.num_test for w in plan) >= 3
     assert min(w.num_train for w in plan) >= 10
     # The fast set is the first writers of the full set.
-    fast = offline_data.offline_plan(offline_data.FAST_WRITERS, seed=0)
+    fast = offline.offline_plan(offline.FAST_WRITERS, seed=0)
     assert [w.num_train for w in fast] == [w.num_train for w in plan[:40]]
 
 
 def test_test_digits_are_never_seen_in_training():
-    _, (train_pool, test_pool) = offline_data._base_digits(seed=0)
+    _, (train_pool, test_pool) = offline._base_digits(seed=0)
     train_ids = np.concatenate(list(train_pool.values()))
     test_ids = np.concatenate(list(test_pool.values()))
     assert len(train_ids) + len(test_ids) == 1797
@@ -190,13 +191,13 @@ def test_test_digits_are_never_seen_in_training():
 
 
 def test_same_seed_same_bytes_other_seed_other_data(small_db, tmp_path):
-    again = offline_data.generate_offline_emnist(tmp_path / "again.sqlite", SMALL_WRITERS, seed=0,
+    again = offline.generate_offline_emnist(tmp_path / "again.sqlite", SMALL_WRITERS, seed=0,
                                          progress=False)
     assert _sha256(again) == _sha256(small_db)
     umask = os.umask(0)
     os.umask(umask)
     assert again.stat().st_mode & 0o777 == 0o666 & ~umask  # not left private like a temp file
-    other = offline_data.generate_offline_emnist(tmp_path / "other.sqlite", SMALL_WRITERS, seed=1,
+    other = offline.generate_offline_emnist(tmp_path / "other.sqlite", SMALL_WRITERS, seed=1,
                                          progress=False)
     first = _all_examples(emnist_file.read_client_data(small_db)[0])
     second = _all_examples(emnist_file.read_client_data(other)[0])
@@ -207,7 +208,7 @@ def test_same_seed_same_bytes_other_seed_other_data(small_db, tmp_path):
 
 def test_cache_file_is_keyed_by_size_and_seed_and_reused(fast_data, capsys):
     _, _, folder = fast_data
-    path = offline_data.offline_path(folder, offline_data.FAST_WRITERS, 0)
+    path = offline.offline_path(folder, offline.FAST_WRITERS, 0)
     assert path.name == "fl_course_offline_digits_v1_40writers_seed0.sqlite"
     assert path.exists()
     before = path.stat().st_mtime_ns
@@ -250,7 +251,7 @@ def test_summaries_agree_with_a_pass_over_the_datasets(small_db, tmp_path):
 def test_generation_never_overwrites_a_file(small_db):
     before = _sha256(small_db)
     with pytest.raises(FileExistsError, match="already exists"):
-        offline_data.generate_offline_emnist(small_db, SMALL_WRITERS, seed=1, progress=False)
+        offline.generate_offline_emnist(small_db, SMALL_WRITERS, seed=1, progress=False)
     assert _sha256(small_db) == before
 
 
@@ -282,8 +283,8 @@ def test_damaged_real_file_raises_a_clear_error_and_stays(small_db, tmp_path, da
 
 
 def test_damaged_offline_file_raises_and_stays(small_db, tmp_path, monkeypatch):
-    monkeypatch.setattr(offline_data, "FAST_WRITERS", SMALL_WRITERS)
-    path = offline_data.offline_path(tmp_path, SMALL_WRITERS, 0)
+    monkeypatch.setattr(offline, "FAST_WRITERS", SMALL_WRITERS)
+    path = offline.offline_path(tmp_path, SMALL_WRITERS, 0)
     path.write_bytes(small_db.read_bytes()[:-4096])
     with pytest.raises(emnist_file.CorruptDataFileError, match="(?s)truncated.*regenerated"):
         data.load_emnist(source="offline", cache_dir=tmp_path, fast=True)
@@ -338,7 +339,7 @@ def test_no_server_is_reported_as_no_network(tmp_path, monkeypatch):
 
 
 def test_auto_falls_back_to_offline_with_one_notice(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(offline_data, "FULL_WRITERS", SMALL_WRITERS)
+    monkeypatch.setattr(offline, "FULL_WRITERS", SMALL_WRITERS)
     url = f"http://127.0.0.1:{_free_port()}/emnist_all.sqlite.lzma"
     monkeypatch.setenv("COURSE_EMNIST_URL", url)
     train, _ = data.load_emnist(cache_dir=tmp_path, fast=False)
@@ -352,7 +353,7 @@ def test_auto_falls_back_to_offline_with_one_notice(tmp_path, monkeypatch, capsy
 
 
 def test_auto_in_fast_mode_does_not_download(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(offline_data, "FAST_WRITERS", SMALL_WRITERS)
+    monkeypatch.setattr(offline, "FAST_WRITERS", SMALL_WRITERS)
     monkeypatch.setenv("COURSE_FAST", "1")
 
     def no_download(*args, **kwargs):

@@ -7,7 +7,7 @@ model (an "extra cell") with TF's global seed set as notebooks set it, once
 killed with SIGKILL after its round-1 checkpoint and started again, once with
 other settings next to that checkpoint, and once on a damaged checkpoint.
 Identity encoding: tfmot's stochastic rounding cannot be seeded
-(:mod:`helpers.seeds`). History comparisons leave out ``seconds`` (wall time)
+(:mod:`helpers.runs.seeds`). History comparisons leave out ``seconds`` (wall time)
 and compare the Keras test loss to 1e-7 (see ``_assert_same``).
 """
 import json
@@ -24,7 +24,8 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from helpers import checkpoints, data, model, seeds, training
+from helpers import data, model, training
+from helpers.runs import checkpoints, seeds
 
 SCRIPT = pathlib.Path(__file__).with_name("determinism_run.py")
 REPO = SCRIPT.parent.parent

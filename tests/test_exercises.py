@@ -15,8 +15,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import (companding, compression, exercise_checks, exercise_figures, exercise_runner, exercises,
-                     huffman, model, sizing, stages, training)
+from helpers import compression, exercises, model, sizing, training
+from helpers.exercises import checks, companding, figures, huffman, runner, stages
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOLUTION_NB = ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"
@@ -179,13 +179,13 @@ def test_non_uniform_beats_uniform_on_heavy_tails():
     rng = np.random.default_rng(1)
     x = (rng.standard_t(3, 200_000) * 1e-3).astype(np.float32)
     for bits in (2, 4, 8):
-        figures = exercise_figures.mse_figures(x, bits)
-        assert figures["non_uniform"] < figures["uniform"] < figures["uniform_stochastic"]
-        assert figures["levels"] <= 2 ** bits
+        mse = figures.mse_figures(x, bits)
+        assert mse["non_uniform"] < mse["uniform"] < mse["uniform_stochastic"]
+        assert mse["levels"] <= 2 ** bits
 
 
 def test_non_uniform_constant_input():
-    decoded, _ = exercise_figures._stage_roundtrip(stages.NonUniformQuantizationEncodingStage(4),
+    decoded, _ = figures._stage_roundtrip(stages.NonUniformQuantizationEncodingStage(4),
                                             np.full(100, 0.25, np.float32))
     np.testing.assert_array_equal(decoded, np.full(100, 0.25, np.float32))
 
@@ -448,7 +448,7 @@ def _without_markers(source):
 
 
 def test_solution_cells_are_the_helpers_code():
-    """The classes in the solution notebook are those of helpers/solutions.py, character for character."""
+    """The classes in the solution notebook are those of helpers/exercises/solutions.py, character for character."""
     solution = nbformat.read(str(SOLUTION_NB), as_version=4)
     tagged = [c for c in solution.cells if "source_of" in c.metadata]
     assert {c.metadata.get("exercise") for c in tagged if _nbgrader(c).get("solution")} == {"a", "b", "c"}
@@ -563,9 +563,9 @@ def test_stub_fault_names_the_member_itself_when_it_raises():
     try:
         _nearest_level_stub(None, None)
     except NotImplementedError as error:
-        assert str(exercise_runner.stub_fault(error, "_nearest_level_stub")) == \
+        assert str(runner.stub_fault(error, "_nearest_level_stub")) == \
             "_nearest_level_stub still raises NotImplementedError: implement it."
-        assert str(exercise_runner.stub_fault(error, "encode", "Stage")).startswith(
+        assert str(runner.stub_fault(error, "encode", "Stage")).startswith(
             "_nearest_level_stub (called by Stage.encode)")
 
 
@@ -579,13 +579,13 @@ def test_adaptive_checker_flags_biased_rounding(encode):
 def test_unbiased_rounding_tolerance_is_five_standard_deviations():
     """The reference passes; its measured bias is far inside the tolerance; round-to-nearest is far outside."""
     stage = stages.AdaptiveRangeQuantizationEncodingStage(bits=8, initial_range=1.0)
-    runner = exercise_runner.Runner(stage, adaptive=True)
+    reference = runner.Runner(stage, adaptive=True)
     state = {"range": np.float32(1.0)}
-    exercise_checks.check_unbiased(runner, state, 1.0, 8)  # raises if biased
-    nearest = exercise_runner.Runner(
+    checks.check_unbiased(reference, state, 1.0, 8)  # raises if biased
+    nearest = runner.Runner(
         broken(stages.AdaptiveRangeQuantizationEncodingStage, adaptive=True, encode=_nearest_rounding)(8), adaptive=True)
-    with pytest.raises(exercise_runner.Fault, match=r"0\.\d\d steps off, more than 0\.018 steps"):
-        exercise_checks.check_unbiased(nearest, state, 1.0, 8)
+    with pytest.raises(runner.Fault, match=r"0\.\d\d steps off, more than 0\.018 steps"):
+        checks.check_unbiased(nearest, state, 1.0, 8)
 
 
 def test_adaptive_checker_asks_about_commuting():
@@ -623,18 +623,18 @@ def test_figures_draw_what_they_say():
     import matplotlib.pyplot as plt
     x = (np.random.default_rng(4).standard_t(3, 20_000) * 1e-3).astype(np.float32)
     levels = companding.companded_levels(tf.constant(x), 16, 10).numpy()
-    fig = exercise_figures.plot_levels(x, levels)
+    fig = figures.plot_levels(x, levels)
     assert len(fig.axes[0].lines) == 32  # 16 uniform + 16 non-uniform levels over the whole range
     plt.close(fig)
-    f = exercise_figures.huffman_figures(x, bits=8)
+    f = figures.huffman_figures(x, bits=8)
     assert f["exact"] and f["counts"].sum() == x.size and f["lengths"].shape == (256,)
-    ax = exercise_figures.plot_code_lengths(f["counts"], f["lengths"])
+    ax = figures.plot_code_lengths(f["counts"], f["lengths"])
     assert len(ax.collections[0].get_offsets()) == np.count_nonzero(f["counts"])
     plt.close(ax.figure)
     import pandas as pd
     table = pd.DataFrame({"range a": [1.0, 0.1, 0.2], "range b": [1.0, 0.5, 0.4], "loss": [2, 1, 1]},
                          index=pd.Index([1, 2, 3], name="round"))
-    ax = exercise_figures.plot_ranges(table)
+    ax = figures.plot_ranges(table)
     assert [line.get_label() for line in ax.get_lines()] == ["range a", "range b"]
     plt.close(ax.figure)
 

@@ -13,8 +13,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, frontier, research_stages, runs, training
-from helpers.history import History
+from helpers import compression, runs, training
+from helpers.frontier import sweep
+from helpers.frontier import research_stages
+from helpers.runs.history import History
 
 BIG = (200, 64)   # 12,800 values: above the 10,000 threshold, so encoded
 SMALL = (10,)     # below the threshold: sent as 320 bits
@@ -76,15 +78,15 @@ def mean_round(encoder_fn, client_values):
     return output.result, int(output.measurements["aggregated_bits"])
 
 
-@pytest.mark.parametrize("method", sorted(frontier.METHODS))
+@pytest.mark.parametrize("method", sorted(sweep.METHODS))
 def test_measured_aggregated_bits_match_an_independent_count(method, client_values):
-    encoders = frontier.encoder_fns(frontier.IDENTITY, method)
+    encoders = sweep.encoder_fns(sweep.IDENTITY, method)
     result, bits = mean_round(encoders.aggregation, client_values)
     assert [r.shape for r in result] == [BIG, SMALL]
     assert [np.asarray(r).dtype for r in result] == [np.float32, np.float32]
     expected = independent_bits(method)
     if expected is None:  # Huffman: count an eager encoding of the same values
-        encoder = te.encoders.as_gather_encoder(frontier.METHODS[method](), tf.TensorSpec(BIG))
+        encoder = te.encoders.as_gather_encoder(sweep.METHODS[method](), tf.TensorSpec(BIG))
         params = encoder.get_params(encoder.initial_state())[0]
         sent = [huffman_bits(encoder.encode(tf.constant(big), params)[0]) for big, _ in client_values]
         assert all(0 < s < tfmot_packed(N, 8) for s in sent), sent
@@ -93,10 +95,10 @@ def test_measured_aggregated_bits_match_an_independent_count(method, client_valu
     assert bits == 2 * (expected + SMALL_BITS), (method, bits, 2 * (expected + SMALL_BITS))
 
 
-@pytest.mark.parametrize("method", sorted(frontier.METHODS))
+@pytest.mark.parametrize("method", sorted(sweep.METHODS))
 def test_broadcast_encoder_decodes_to_shape_and_dtype(method):
     spec = tf.TensorSpec(BIG, tf.float32)
-    encoder = frontier.encoder_fns(method, frontier.IDENTITY).broadcast(spec)
+    encoder = sweep.encoder_fns(method, sweep.IDENTITY).broadcast(spec)
     x = tf.random.normal(BIG, stddev=0.01, seed=1)
     state = encoder.initial_state()
     for _ in range(3):  # a few rounds, so that adaptive encoders have adapted
@@ -161,8 +163,8 @@ def test_sign_stage_keeps_signs_and_the_drive_scale():
     (lambda: research_stages.TightBitpackingEncodingStage(3), "one of"),
     (lambda: research_stages.TopKEncodingStage(0), r"\(0, 1\]"),
     (lambda: research_stages.ClientRotationEncodingStage("7"), "shared_seed must be None or an int"),
-    (lambda: frontier.encoder_fns(frontier.IDENTITY, "uniform 3-bit"), "unknown method 'uniform 3-bit'"),
-    (lambda: frontier.encoder_fns(None, frontier.IDENTITY), "unknown method None.*'identity' for an uncompressed"),
+    (lambda: sweep.encoder_fns(sweep.IDENTITY, "uniform 3-bit"), "unknown method 'uniform 3-bit'"),
+    (lambda: sweep.encoder_fns(None, sweep.IDENTITY), "unknown method None.*'identity' for an uncompressed"),
 ])
 def test_bad_settings_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
@@ -200,10 +202,10 @@ def sweep_histories():
 
 def test_results_table_has_every_row_and_column_against_identity():
     histories = sweep_histories()
-    table = frontier.results_table(histories)
-    assert list(table.columns) == frontier.COLUMNS and len(table) == 3
+    table = sweep.results_table(histories)
+    assert list(table.columns) == sweep.COLUMNS and len(table) == 3
     sign = table.iloc[1]
-    assert sign["direction"] == frontier.AGGREGATION_ONLY
+    assert sign["direction"] == sweep.AGGREGATION_ONLY
     assert sign["aggregated bits"] == DRIVE_BITS * 3 * 2
     assert sign["reduction (aggregated)"] == pytest.approx(FULL / DRIVE_BITS)
     assert sign["aggregated bits per value"] == pytest.approx(DRIVE_BITS / 1_663_370)
@@ -215,34 +217,34 @@ def test_results_table_has_every_row_and_column_against_identity():
     assert sign["seeds"] == 3
     assert table.iloc[2]["reduction (total)"] == pytest.approx(FULL / 15_357_536)
     assert table.iloc[0]["seconds per round"] == 2.5
-    best = frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 1.0)
+    best = sweep.best_within(table, sweep.AGGREGATION_ONLY, "reduction (aggregated)", 25, 1.0)
     assert best["aggregation"] == "rotated 1-bit sign (DRIVE)"
     # Its mean (-0.5) is within 0.6 points, but its interval reaches -0.75: not shown to be within.
-    assert frontier.best_within(table, frontier.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.6) is None
+    assert sweep.best_within(table, sweep.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.6) is None
     with pytest.raises(ValueError, match="identity row"):
-        frontier.results_table({k: v for k, v in histories.items() if k != ("identity", "identity")})
+        sweep.results_table({k: v for k, v in histories.items() if k != ("identity", "identity")})
 
 
 def test_results_table_refuses_rows_of_other_seeds():
     histories = sweep_histories()
     histories[("identity", "uniform 1-bit")] = seed_runs("1-bit", (FULL, 100), [0.9, 0.9])
     with pytest.raises(ValueError, match=r"runs \[\('identity', 'uniform 1-bit'\)\] used other seeds"):
-        frontier.results_table(histories)
+        sweep.results_table(histories)
 
 
 def test_pareto_front():
-    front = frontier.pareto_front([10, 5, 5, 1], [0.9, 0.9, 0.8, 0.5])
+    front = sweep.pareto_front([10, 5, 5, 1], [0.9, 0.9, 0.8, 0.5])
     assert front.tolist() == [False, True, False, True]
     with pytest.raises(ValueError, match="differ in length"):
-        frontier.pareto_front([1, 2], [0.5])
+        sweep.pareto_front([1, 2], [0.5])
 
 
 def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
-    settings = frontier.sweep_settings(clients=12)
-    path = frontier.warm_start_path(settings)
+    settings = sweep.sweep_settings(clients=12)
+    path = sweep.warm_start_path(settings)
     assert path.parent == tmp_path / "runs"
-    assert path != frontier.warm_start_path(settings.replace(clients=13))  # another dataset, another file
+    assert path != sweep.warm_start_path(settings.replace(clients=13))  # another dataset, another file
     weights = [np.full((2, 3), 0.5, np.float32), np.arange(4, dtype=np.float32)]
     training.save_weights(tff.learning.models.ModelWeights(trainable=weights, non_trainable=[]), path)
 
@@ -250,7 +252,7 @@ def test_warm_start_loads_the_long_runs_snapshot_instead_of_training(monkeypatch
         raise AssertionError("warm_start trained although the snapshot was saved")
 
     monkeypatch.setattr(training, "train_fed_avg", no_training)
-    loaded = frontier.warm_start(None, settings, train=None).trainable
+    loaded = sweep.warm_start(None, settings, train=None).trainable
     assert [a.tolist() for a in loaded] == [a.tolist() for a in weights]
 
 
@@ -260,34 +262,34 @@ def test_the_sweep_starts_where_notebook_03s_long_run_keeps_its_model(monkeypatc
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("COURSE_FAST", fast)
     long_settings = runs.run_settings("long", clients=12)  # as notebook 03 builds it
-    sweep = frontier.sweep_settings(clients=12)
-    assert frontier.warm_start_path(sweep) == runs.kept_models(long_settings)[sweep.warm_rounds]
+    settings = sweep.sweep_settings(clients=12)
+    assert sweep.warm_start_path(settings) == runs.kept_models(long_settings)[settings.warm_rounds]
     assert sweep.warm_rounds <= long_settings.rounds
 
 
 def test_warm_start_must_end_before_the_long_runs_drop():
-    warm = frontier.warm_start_settings(frontier.SWEEP_RUN)
+    warm = sweep.warm_start_settings(sweep.SWEEP_RUN)
     assert warm.server_lr_drop is None and warm.server_lr == runs.LONG_RUN.server_lr
-    assert warm.rounds == frontier.SWEEP_RUN.warm_rounds
+    assert warm.rounds == sweep.SWEEP_RUN.warm_rounds
     late = runs.LONG_RUN.server_lr_drop[0] + 1
     with pytest.raises(ValueError, match=f"warm start \\({late} rounds\\) must end before"):
-        frontier.warm_start_settings(frontier.SWEEP_RUN.replace(warm_rounds=late))
+        sweep.warm_start_settings(sweep.SWEEP_RUN.replace(warm_rounds=late))
 
 
 def test_target_lines_name_the_best_row_or_say_not_shown():
     rows = sweep_histories()
-    table = frontier.results_table({row: rows[row] for row in list(rows)[:2]})
-    lines = frontier.target_lines(table)
-    assert len(lines) == len(frontier.TARGETS) == 3
+    table = sweep.results_table({row: rows[row] for row in list(rows)[:2]})
+    lines = sweep.target_lines(table)
+    assert len(lines) == len(sweep.TARGETS) == 3
     assert lines[0].endswith("met by identity / rotated 1-bit sign (DRIVE) (27.8x, "
                              "-0.50 points (95% CI -0.75 to -0.25, 3 paired seeds))")
     assert lines[1].endswith("not shown by any row") and lines[2].endswith("not shown by any row")
 
 
 def test_every_method_has_a_unique_short_slug_for_keys_and_file_names():
-    assert set(frontier.SLUGS) == set(frontier.METHODS)
-    assert len(set(frontier.SLUGS.values())) == len(frontier.SLUGS)
-    assert all(re.fullmatch(r"[a-z0-9-]{2,16}", slug) for slug in frontier.SLUGS.values())
-    assert frontier.row_slug("uniform 8-bit", "rotated 1-bit sign (DRIVE)") == "uniform8--drive1"
+    assert set(sweep.SLUGS) == set(sweep.METHODS)
+    assert len(set(sweep.SLUGS.values())) == len(sweep.SLUGS)
+    assert all(re.fullmatch(r"[a-z0-9-]{2,16}", slug) for slug in sweep.SLUGS.values())
+    assert sweep.row_slug("uniform 8-bit", "rotated 1-bit sign (DRIVE)") == "uniform8--drive1"
     with pytest.raises(ValueError, match="unknown method"):
-        frontier.row_slug("uniform 3-bit", "identity")
+        sweep.row_slug("uniform 3-bit", "identity")

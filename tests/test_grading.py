@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import exercise_hidden, exercises, stages
+from helpers import exercises
+from helpers.exercises import hidden, stages
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -38,7 +39,8 @@ def _run_in(folder, code):
 PROBE = """
 import helpers, importlib
 print("helpers:", helpers.__file__)
-from helpers import exercises, stages
+from helpers import exercises
+from helpers.exercises import stages
 exercises.solution("a")
 for module, name in [("stages", "NonUniformQuantizationEncodingStage"), ("stages", "HuffmanEncodingStage"),
                      ("stages", "AdaptiveRangeQuantizationEncodingStage"), ("huffman", "code_lengths"),
@@ -113,7 +115,7 @@ def _sixteen_levels_stage():
 def test_hidden_tests_pass_the_reference(kind, capsys):
     names = {"a": "NonUniformQuantizationEncodingStage", "b": "HuffmanEncodingStage",
              "c": "AdaptiveRangeQuantizationEncodingStage"}
-    line = exercise_hidden.hidden_check(stages.reference(names[kind]), kind)
+    line = hidden.hidden_check(stages.reference(names[kind]), kind)
     assert line.startswith(f"Exercise ({kind}), hidden test passed:")
 
 
@@ -126,7 +128,7 @@ def test_hidden_tests_catch_what_the_visible_check_lets_through(kind, make_stage
     if kind == "a":  # tuned to the visible check: it passes there
         assert exercises.evaluate(stage, kind).passed
     with pytest.raises(AssertionError) as error:
-        exercise_hidden.hidden_check(stage, kind)
+        hidden.hidden_check(stage, kind)
     assert reason in str(error.value) and str(error.value).count(". ") == 0, str(error.value)
 
 

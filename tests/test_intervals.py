@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from helpers import intervals
+from helpers.runs import intervals
 from tests.test_frontier import seed_runs
 
 T_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)

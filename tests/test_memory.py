@@ -5,7 +5,7 @@ process (``train_fed_avg``: identity encoders, 2 rounds of 2 clients, fast-mode
 data) and reports each run's peak RSS of the Python process and of TFF's
 ``worker_binary``. Every run builds its own process, as every row of a sweep
 does; ``build_fed_avg`` first gives back what the runs before hold
-(:func:`helpers.runtime.release_finished_runs`). Python's peak rises once,
+(:func:`helpers.workers.runtime.release_finished_runs`). Python's peak rises once,
 from the first run to the second, by what a process pays only the first time
 (TF traces the model and Keras for the first time in this process: 30-65 MiB),
 so Python is judged on runs 3 and 4 against run 2: the same run twice more.

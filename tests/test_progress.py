@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from helpers import progress
+from helpers.runs import progress
 
 
 def test_headless_runs_draw_no_bar(monkeypatch, capsys):

@@ -2,11 +2,15 @@
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
+import pathlib
 
 import pytest
 
-from helpers import config, frontier, runs, training
+from helpers import config, runs, training
+from helpers.frontier import sweep
+from helpers.runs import checkpoints
 from tests.test_frontier import fake_history
 
 
@@ -52,9 +56,9 @@ def test_full_size_settings(monkeypatch):
         rounds=10, clients_per_round=10, client_epochs=1, client_lr=0.02, server_lr=1.0, eval_every=5)
     long = runs.run_settings("long")
     assert (long.rounds, long.clients_per_round, long.server_lr_drop, long.keep_model_after) == (100, 10, (70, 0.1), (70,))
-    sweep = frontier.sweep_settings()
-    assert (sweep.warm_rounds, sweep.rounds, sweep.clients_per_round, sweep.eval_every) == (70, 20, 5, None)
-    scratch = frontier.from_scratch_settings(clients=500)
+    row = sweep.sweep_settings()
+    assert (row.warm_rounds, row.rounds, row.clients_per_round, row.eval_every) == (70, 20, 5, None)
+    scratch = sweep.from_scratch_settings(clients=500)
     assert (scratch.warm_rounds, scratch.rounds, scratch.server_lr_drop, scratch.clients) == (0, 100, (70, 0.1), 500)
 
 
@@ -63,8 +67,8 @@ def test_fast_mode_shrinks_the_size_and_keeps_the_learning_rates(monkeypatch):
     long = runs.run_settings("long")
     assert (long.rounds, long.clients_per_round, long.eval_every, long.fast) == (2, 3, 1, True)
     assert (long.client_lr, long.server_lr, long.server_momentum) == (0.1, 0.5, 0.9)
-    sweep = frontier.sweep_settings()
-    assert (sweep.warm_rounds, sweep.rounds, sweep.clients_per_round, sweep.fast) == (1, 1, 2, True)
+    row = sweep.sweep_settings()
+    assert (row.warm_rounds, row.rounds, row.clients_per_round, row.fast) == (1, 1, 2, True)
     assert runs.LONG_RUN.rounds == 100  # the course's settings never change
 
 
@@ -94,7 +98,7 @@ def test_bad_settings_are_refused_with_what_is_wrong(changes, message):
 
 def test_unknown_run_is_named():
     with pytest.raises(ValueError, match=r"unknown run 'sweep'; choose one of \['long', 'tutorial'\]"):
-        runs.run_settings("sweep")  # the sweep's settings are frontier.sweep_settings()
+        runs.run_settings("sweep")  # the sweep's settings are sweep.sweep_settings()
 
 
 def test_settings_key_hashes_the_settings_in_any_order():
@@ -123,6 +127,7 @@ def test_cached_history_trains_once_per_settings(tmp_path, monkeypatch, capsys):
     assert f"loaded run from {path}" in capsys.readouterr().out
     runs.cached_history("run", dict(rounds=3), train)
     assert calls == [0, 1]
+    assert capsys.readouterr().out == f"training run: its saved run ({path.name}) had other settings or code\n"
 
 
 def test_cached_history_trains_again_when_the_code_it_trains_with_changes(tmp_path, monkeypatch):
@@ -154,40 +159,48 @@ def test_sweep_rows_are_cached_under_their_settings_methods_and_code(tmp_path, m
         trained.append((name, seed))
         return fake_history(name, (1, 1), 0.5, seed=seed)
 
-    monkeypatch.setattr(frontier, "warm_start", lambda *args, **kwargs: None)
+    monkeypatch.setattr(sweep, "warm_start", lambda *args, **kwargs: None)
     monkeypatch.setattr(training, "train_fed_avg", train_fed_avg)
     monkeypatch.setattr(training, "build_for", lambda *args: "a built process")
-    settings = frontier.sweep_settings(clients=12)
+    settings = sweep.sweep_settings(clients=12)
     sign = "rotated 1-bit sign (DRIVE)"
-    rows = [(frontier.IDENTITY, frontier.IDENTITY), (frontier.IDENTITY, sign)]
+    rows = [(sweep.IDENTITY, sweep.IDENTITY), (sweep.IDENTITY, sign)]
 
-    def sweep(settings=settings, rows=rows):
-        return frontier.run_sweep(None, settings, None, None, rows=rows, run_seeds=(0, 1))
+    def run(settings=settings, rows=rows):
+        return sweep.run_sweep(None, settings, None, None, rows=rows, run_seeds=(0, 1))
 
-    sweep()
-    histories = sweep()
+    run()
+    histories = run()
     identity, drive = "sweep-identity--identity", "sweep-identity--drive1"
     assert trained == [(identity, 0), (identity, 1), (drive, 0), (drive, 1)]  # the second sweep loaded all
-    assert [[h.name for h in seed_runs] for seed_runs in histories.values()] == [[frontier.IDENTITY] * 2, [sign] * 2]
+    assert [[h.name for h in seed_runs] for seed_runs in histories.values()] == [[sweep.IDENTITY] * 2, [sign] * 2]
     assert [[h.config["seed"] for h in seed_runs] for seed_runs in histories.values()] == [[0, 1], [0, 1]]
-    monkeypatch.setitem(frontier.METHODS, sign, functools.partial(frontier.METHODS[sign], block_size=512))
-    sweep()
+    monkeypatch.setitem(sweep.METHODS, sign, functools.partial(sweep.METHODS[sign], block_size=512))
+    run()
     assert trained[4:] == [(drive, 0), (drive, 1)]  # only the changed method trains again
-    sweep(settings.replace(rounds=settings.rounds + 1), rows[:1])
+    run(settings.replace(rounds=settings.rounds + 1), rows[:1])
     assert trained[6:] == [(identity, 0), (identity, 1)]
-    frontier.run_sweep(None, settings, None, None, rows=rows[:1], run_seeds=(0, 1, 2))
+    sweep.run_sweep(None, settings, None, None, rows=rows[:1], run_seeds=(0, 1, 2))
     assert trained[8:] == [(identity, 2)]  # a third seed trains that seed alone
 
 
 def test_method_code_follows_the_methods_source(monkeypatch):
     sign, eight = "rotated 1-bit sign (DRIVE)", "uniform 8-bit"
-    before = {name: frontier.method_code(name) for name in (sign, eight)}
-    assert before == {name: frontier.method_code(name) for name in (sign, eight)}  # stable
-    real = frontier.checkpoints.code_digests
+    before = {name: sweep.method_code(name) for name in (sign, eight)}
+    assert before == {name: sweep.method_code(name) for name in (sign, eight)}  # stable
+    real = sweep.checkpoints.code_digests
 
     def edited(files):  # as if research_stages.py had been edited
         return {f: (d + "x" if "research_stages" in f else d) for f, d in real(files).items()}
 
-    monkeypatch.setattr(frontier.checkpoints, "code_digests", edited)
-    assert frontier.method_code(sign) != before[sign]
-    assert frontier.method_code(eight) == before[eight]  # tfmot's own method: only compression counts
+    monkeypatch.setattr(sweep.checkpoints, "code_digests", edited)
+    assert sweep.method_code(sign) != before[sign]
+    assert sweep.method_code(eight) == before[eight]  # tfmot's own method: only compression counts
+
+
+def test_the_code_that_keys_saved_runs_and_checkpoints_exists():
+    """A renamed module in CODE_MODULES or METHOD_SOURCES would hash as empty source: saved runs would not follow it."""
+    root = pathlib.Path(checkpoints.__file__).resolve().parent.parent
+    named = list(checkpoints.CODE_MODULES) + [m for files in sweep.METHOD_SOURCES.values() for m in files]
+    assert [m for m in named if not (root / f"{m}.py").is_file()] == []
+    assert [m for m in sweep.METHOD_SOURCES if importlib.util.find_spec(m) is None] == []

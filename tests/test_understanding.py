@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from helpers import frontier, understanding
+from helpers import frontier
+from helpers.exercises import understanding
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["01_data", "02_model", "03_fedavg_baseline", "04_fedavg_compressed", "06_compression_frontier"]

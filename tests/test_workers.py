@@ -17,7 +17,8 @@ import pytest
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, config, model, runtime, training, worker_processes, worker_spec, workers
+from helpers import compression, config, model, training, workers
+from helpers.workers import context, processes, runtime, spec
 from tests.synthetic import client_datasets
 
 IDENTITY_BITS = 53_227_840       # per client, as in tests/test_compression.py
@@ -97,7 +98,7 @@ def test_workers_are_stopped_when_the_block_ends(rounds):
     assert len(local) == 2
     assert all(w.exit_code() is not None for w in local)
     assert not set(w.process.pid for w in local) & set(runtime.tff_worker_pids(scale_out=True))
-    assert worker_processes._STARTED == []
+    assert processes._STARTED == []
 
 
 # ------------------------------------------------------------------ failures --
@@ -105,7 +106,7 @@ def test_workers_are_stopped_when_the_block_ends(rounds):
 def run_import_with(value, timeout):
     env = dict(os.environ, COURSE_WORKERS=value, PYTHONPATH=str(config.repo_root()))
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", "import helpers.runtime"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", "import helpers.workers.runtime"], env=env, capture_output=True,
                           text=True, timeout=timeout)
     return done, time.monotonic() - start
 
@@ -134,22 +135,22 @@ def test_no_worker_at_the_port_is_a_clear_error_within_60_seconds():
 ])
 def test_bad_values_name_the_expected_forms(monkeypatch, value, problem):
     monkeypatch.setenv("COURSE_WORKERS", value)
-    monkeypatch.setitem(workers._state, "applied_env", False)
-    with pytest.raises(worker_spec.WorkersSpecError) as error:
+    monkeypatch.setitem(context._state, "applied_env", False)
+    with pytest.raises(spec.WorkersSpecError) as error:
         workers.apply_environment()
     message = str(error.value)
     assert message.startswith(f"COURSE_WORKERS={value!r} is not understood")
     assert problem in message
     assert "COURSE_WORKERS expects either a number of local workers to start" in message
     assert workers.active() is None
-    with pytest.raises(worker_spec.WorkersSpecError):  # a second import fails too, never runs silently
+    with pytest.raises(spec.WorkersSpecError):  # a second import fails too, never runs silently
         workers.apply_environment()
 
 
 @pytest.mark.parametrize("spec", [True, 2.0, None, [], ["127.0.0.1:8000", 5]])
 def test_bad_python_specs_are_refused(spec):
-    with pytest.raises(worker_spec.WorkersSpecError, match="COURSE_WORKERS expects either"):
-        worker_spec.parse_spec(spec)
+    with pytest.raises(spec.WorkersSpecError, match="COURSE_WORKERS expects either"):
+        spec.parse_spec(spec)
 
 
 def test_unset_or_empty_runs_in_one_local_process(monkeypatch):
@@ -158,7 +159,7 @@ def test_unset_or_empty_runs_in_one_local_process(monkeypatch):
             monkeypatch.delenv("COURSE_WORKERS", raising=False)
         else:
             monkeypatch.setenv("COURSE_WORKERS", value)
-        monkeypatch.setitem(workers._state, "applied_env", False)
+        monkeypatch.setitem(context._state, "applied_env", False)
         before = tff.framework.get_context_stack().current
         assert workers.apply_environment() is None
         assert tff.framework.get_context_stack().current is before
@@ -173,7 +174,7 @@ def test_a_running_worker_that_dies_is_named_within_a_bounded_time():
     """A worker started outside Python (as by make workers) answers, is killed, and the next call fails fast."""
     port = portpicker.pick_unused_port()
     address = f"127.0.0.1:{port}"
-    outside = subprocess.Popen(worker_processes.worker_command(port), stdout=subprocess.DEVNULL,
+    outside = subprocess.Popen(processes.worker_command(port), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         default = tff.framework.get_context_stack().current
@@ -185,7 +186,7 @@ def test_a_running_worker_that_dies_is_named_within_a_bounded_time():
             outside.kill()
             outside.wait()
             start = time.monotonic()
-            with pytest.raises(worker_processes.WorkerUnavailableError,
+            with pytest.raises(processes.WorkerUnavailableError,
                                match=rf"the TFF worker at {address} stopped answering .* within 3 s"):
                 _sum_at_server([1, 2, 3])
             assert time.monotonic() - start < 30
@@ -203,7 +204,7 @@ def test_a_killed_local_worker_is_named(monkeypatch):
         victim = group.local[1]
         victim.process.kill()
         victim.process.wait()
-        with pytest.raises(worker_processes.WorkerUnavailableError,
+        with pytest.raises(processes.WorkerUnavailableError,
                            match=rf"the local TFF worker at {victim.address} \(pid \d+\) was killed by signal 9"):
             _sum_at_server([1, 2, 3])
     assert all(w.exit_code() is not None for w in group.local)
@@ -211,9 +212,9 @@ def test_a_killed_local_worker_is_named(monkeypatch):
 
 def test_no_worker_the_course_started_is_left_running():
     started_here = [p for p in psutil.Process().children(recursive=True)
-                    if p.pid in worker_processes.started_pids() and p.status() != psutil.STATUS_ZOMBIE]
+                    if p.pid in processes.started_pids() and p.status() != psutil.STATUS_ZOMBIE]
     assert started_here == []
-    assert worker_processes._STARTED == []
+    assert processes._STARTED == []
 
 
 @pytest.mark.parametrize("args, problem", [
@@ -221,7 +222,7 @@ def test_no_worker_the_course_started_is_left_running():
     (["--port", "x"], "must be whole numbers, e.g. make workers PORT=8000"),
 ])
 def test_make_workers_refuses_a_bad_port(args, problem):
-    done = subprocess.run([sys.executable, "-m", "helpers.serve_worker", *args], cwd=config.repo_root(),
+    done = subprocess.run([sys.executable, "-m", "helpers.workers.serve", *args], cwd=config.repo_root(),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert problem in done.stderr

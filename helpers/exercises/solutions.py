@@ -5,8 +5,8 @@
 - :class:`AdaptiveRangeQuantizationEncodingStage` (c).
 
 This module is the only place the answers live. A graded release (``make
-assignment``) ships ``helpers/`` without it: :mod:`helpers.stages` and
-:mod:`helpers.huffman` then say that the instructor withheld them, and
+assignment``) ships ``helpers/`` without it: :mod:`helpers.exercises.stages` and
+:mod:`helpers.exercises.huffman` then say that the instructor withheld them, and
 ``exercises.solution`` prints the same. The self-study copy keeps it.
 """
 import collections
@@ -14,8 +14,8 @@ import collections
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers.companding import companded_levels
-from helpers.huffman import huffman_pack, huffman_unpack, limit_code_lengths
+from helpers.exercises.companding import companded_levels
+from helpers.exercises.huffman import huffman_pack, huffman_unpack, limit_code_lengths
 
 __all__ = ["nearest_level", "NonUniformQuantizationEncodingStage", "code_lengths", "HuffmanEncodingStage",
            "AdaptiveRangeQuantizationEncodingStage"]

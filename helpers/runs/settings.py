@@ -14,8 +14,9 @@ import hashlib
 import json
 from typing import Optional, Tuple
 
-from helpers import checkpoints, config
-from helpers.history import History
+from helpers import config
+from helpers.runs import checkpoints
+from helpers.runs.history import History
 
 
 def _is_int(value, minimum):
@@ -125,12 +126,12 @@ def kept_models(settings):
 
 
 def cached_history(name, settings, train_fn, code=None, checkpoint_every=checkpoints.DEFAULT_EVERY):
-    """Load the saved :class:`helpers.history.History` of a run with exactly these ``settings``, or train and save it.
+    """Load the saved :class:`helpers.runs.history.History` of a run with exactly these ``settings``, or train and save it.
 
     ``settings`` (a :class:`RunSettings`, or a dict that also names the
     methods, seed...) is hashed into the file name under ``outputs/runs/``;
     so is ``code`` when given (the encoders the run trains with, say): the
-    hash of its source (:func:`helpers.checkpoints.describe`), so that
+    hash of its source (:func:`helpers.runs.checkpoints.describe`), so that
     editing it trains again. ``train_fn()`` returns a History. Returns ``(history, path)``. While
     ``train_fn`` runs, :func:`helpers.training.train_fed_avg` checkpoints every
     ``checkpoint_every`` rounds under ``outputs/checkpoints/`` and resumes a
@@ -143,6 +144,10 @@ def cached_history(name, settings, train_fn, code=None, checkpoint_every=checkpo
     if path.exists():
         print(f"loaded {name} from {path} (delete the file to train it again)")
         return History.load(path), path
+    others = sorted(path.parent.glob(f"{name}-{'?' * len(path.stem.rsplit('-', 1)[1])}.json"))
+    if others:
+        print(f"training {name}: its saved run{'s' if len(others) > 1 else ''} ({others[-1].name}"
+              f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}) had other settings or code")
     with checkpoints.enabled(every=checkpoint_every) as used:
         history = train_fn()
     history.config.update(_as_dict(settings))

@@ -9,7 +9,7 @@ It also applies ``COURSE_WORKERS`` (see :mod:`helpers.workers`): every
 notebook, script and test helper imports this module through
 ``helpers.training`` or ``helpers.compression``, so setting that variable
 before Python starts moves every round onto those workers. The workers that
-:mod:`helpers.worker_processes` starts are not "TFF's own" helper process:
+:mod:`helpers.workers.processes` starts are not "TFF's own" helper process:
 :func:`tff_worker_pids` and :func:`stop_tff_workers` leave them alone unless
 asked (``scale_out=True``), and the exit hook stops them too.
 
@@ -27,7 +27,7 @@ import time
 
 import psutil
 
-from helpers import worker_processes
+from helpers.workers import processes
 
 _WORKER_NAME = "worker_binary"
 
@@ -35,10 +35,10 @@ _WORKER_NAME = "worker_binary"
 def tff_worker_pids(parent_pid=None, scale_out=False):
     """PIDs of TFF ``worker_binary`` processes started by ``parent_pid`` (default: this process).
 
-    The workers :mod:`helpers.worker_processes` started are included only with ``scale_out=True``.
+    The workers :mod:`helpers.workers.processes` started are included only with ``scale_out=True``.
     """
     parent = psutil.Process(parent_pid or os.getpid())
-    scale_out_pids = worker_processes.started_pids()
+    scale_out_pids = processes.started_pids()
     pids = []
     for child in parent.children(recursive=True):
         try:
@@ -52,7 +52,7 @@ def tff_worker_pids(parent_pid=None, scale_out=False):
 def stop_tff_workers(timeout_seconds=5.0, scale_out=False):
     """Stop this process's TFF workers (SIGINT, then SIGKILL); returns how many were stopped.
 
-    ``scale_out=True`` also stops the workers :mod:`helpers.worker_processes` started.
+    ``scale_out=True`` also stops the workers :mod:`helpers.workers.processes` started.
     """
     pids = tff_worker_pids(scale_out=scale_out)
     for pid in pids:
@@ -94,7 +94,7 @@ def release_finished_runs():
 
     compiler_pipeline.CompilerPipeline.compile.cache_clear()
     stopped = 0
-    if _workers.active() is None:
+    if context.active() is None:
         stopped = stop_tff_workers()
         tff.backends.native.set_sync_local_cpp_execution_context()
     gc.collect()
@@ -139,6 +139,6 @@ def _stop_all_at_exit():
 atexit.register(_stop_all_at_exit)
 
 # Apply COURSE_WORKERS.
-from helpers import workers as _workers  # noqa: E402
+from helpers.workers import context  # noqa: E402
 
-_workers.apply_environment()
+context.apply_environment()

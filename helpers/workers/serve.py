@@ -1,6 +1,6 @@
 """``make workers``: run one TFF worker in the foreground for a driver on another machine.
 
-``python -m helpers.serve_worker --port 8000 --concurrency -1`` checks the
+``python -m helpers.workers.serve --port 8000 --concurrency -1`` checks the
 port, prints what the worker exposes (all network interfaces, no
 authentication) and how the driver reaches it, then becomes the worker
 (``worker_binary``); Ctrl-C stops it. docs/scaling_out.md says
@@ -12,7 +12,7 @@ import getpass
 import os
 import socket
 
-from helpers.worker_processes import worker_command
+from helpers.workers.processes import worker_command
 
 
 def exposure_notice(port):

@@ -12,8 +12,8 @@ import functools
 import threading
 import time
 
-from helpers.worker_processes import WorkerUnavailableError
-from helpers.worker_spec import ENV, FORMS
+from helpers.workers.processes import WorkerUnavailableError
+from helpers.workers.spec import ENV, FORMS
 
 CONNECT_TIMEOUT_S = 10.0   # a chosen remote address must answer within this
 RETRY_TIMEOUT_S = 20.0     # a worker that stops answering must be back within this
@@ -75,7 +75,7 @@ def connect(address, group, local_worker=None, retry_timeout=RETRY_TIMEOUT_S, ma
     The context has ``stub`` (``stub.traffic``: bytes) and ``channel`` (close
     it when done). ``group`` is told of each slice (``note_slice``) and says
     whether it was released (``closed``). ``local_worker``: the
-    :class:`~helpers.worker_processes.LocalWorker` at that address, if any.
+    :class:`~helpers.workers.processes.LocalWorker` at that address, if any.
     A worker silent for ``retry_timeout`` s or ``max_retries`` failures in a
     row raises :class:`WorkerUnavailableError`.
     """

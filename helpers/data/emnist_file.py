@@ -1,7 +1,7 @@
 """TFF's EMNIST SQLite file: where it is cached, its layout, and checking, reading and writing it.
 
-The real federated EMNIST (``helpers.download``) and the offline stand-in
-(``helpers.offline_data``) share this one format, the one
+The real federated EMNIST (``helpers.data.download``) and the offline stand-in
+(``helpers.data.offline``) share this one format, the one
 ``tff.simulation.datasets.SqlClientData`` reads: a table ``examples``
 (split_name, client_id, serialized_example_proto) and a table
 ``client_metadata`` (client_id, split_name, num_examples). Each example is a
@@ -17,7 +17,7 @@ import sqlite3
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
+from helpers.workers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
 
 SPLITS = {True: ("digits_only_train", "digits_only_test"), False: ("all_train", "all_test")}
 NUM_CLASSES = 10  # digits
@@ -28,7 +28,7 @@ _QUICK_CHECK_MAX_BYTES = 512 * 2**20  # PRAGMA quick_check only on files this sm
 
 
 class DataSourceError(RuntimeError):
-    """Base class of the course's data errors (this one and ``helpers.download``'s)."""
+    """Base class of the course's data errors (this one and ``helpers.data.download``'s)."""
 
 
 class CorruptDataFileError(DataSourceError):

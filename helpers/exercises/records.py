@@ -1,13 +1,13 @@
 """Notebook 05's exercises: what each one is, and the calls a student makes on it.
 
 Each exercise is one :class:`Exercise` record in :data:`EXERCISES`: its
-letter, title, the reference solution in :mod:`helpers.stages` (or, for
-Huffman's code lengths, :mod:`helpers.huffman`), how its stage is built and put
-in the course's encoder, its hint and its own check (:mod:`helpers.exercise_checks`).
+letter, title, the reference solution in :mod:`helpers.exercises.stages` (or, for
+Huffman's code lengths, :mod:`helpers.exercises.huffman`), how its stage is built and put
+in the course's encoder, its hint and its own check (:mod:`helpers.exercises.checks`).
 
 - ``check(stage, kind)`` runs a stage (a class, an instance, or a no-argument
   factory returning a ``te.core.Encoder``) through the checks of one exercise
-  (:mod:`helpers.exercise_harness`) and prints one line: that it passed, that
+  (:mod:`helpers.exercises.harness`) and prints one line: that it passed, that
   it is not attempted yet (an untouched stub: every method raises
   ``NotImplementedError`` or returns ``None``), or the first thing that is
   wrong, in one sentence. It never raises, so a notebook with untouched stubs
@@ -15,7 +15,7 @@ in the course's encoder, its hint and its own check (:mod:`helpers.exercise_chec
 - ``ready(kind, stage)`` tells a training cell whether the stage passes, and
   ``skip_message(kind)`` what to print when it does not.
 - ``hint(kind)`` prints a hint; ``solution(kind)`` the reference solution,
-  or, in a graded release (``helpers/solutions.py`` left out by ``make
+  or, in a graded release (``helpers/exercises/solutions.py`` left out by ``make
   assignment``), that the instructor withheld it.
 - In a graded release (:data:`GRADED`), :func:`check` also raises an
   ``AssertionError`` with the same sentence when the stage does not pass, so
@@ -30,7 +30,7 @@ import inspect
 import textwrap
 import typing
 
-from helpers import exercise_checks, exercise_harness, exercise_runner, stages
+from helpers.exercises import checks, harness, runner, stages
 
 GRADED = not stages.solutions_available()  # a graded release: checks raise, solutions are withheld
 WITHHELD_MESSAGE = ("The instructor withheld the solutions in this graded release: the check cells and "
@@ -43,14 +43,14 @@ class Exercise:
 
     ``kind``: its name; ``letter``: "a", "b", "c" or "warm-up"; ``title``: as
     printed; ``aliases``: other names :func:`check` accepts;
-    ``stage_class``: the reference solution's class in :mod:`helpers.stages`;
+    ``stage_class``: the reference solution's class in :mod:`helpers.exercises.stages`;
     ``solution_names``: what :func:`solution` prints (functions and classes of
-    :mod:`helpers.stages` or :mod:`helpers.huffman`); ``stage_args``: the
+    :mod:`helpers.exercises.stages` or :mod:`helpers.exercises.huffman`); ``stage_args``: the
     keywords its stage is built with for checking; ``course_encoder``: stage
     class -> the course's ``te.core.Encoder`` around it; ``adaptive``: an
     ``AdaptiveEncodingStageInterface`` stage; ``takes_symbols``: its input is
     integer symbols of any length; ``check``: ``(runner, stage, label) ->
-    phrase`` from :mod:`helpers.exercise_checks`; ``hint``: the hint's text.
+    phrase`` from :mod:`helpers.exercises.checks`; ``hint``: the hint's text.
     """
 
     kind: str
@@ -74,7 +74,7 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
         stage_class="Float16EncodingStage", solution_names=("Float16EncodingStage",),
         stage_args={},
         course_encoder=lambda cls: stages.float16_encoder(stage_cls=cls),
-        check=exercise_checks.check_warmup,
+        check=checks.check_warmup,
         hint=("Cast in encode (tf.cast(x, tf.float16)) and cast back to float32 in decode; "
               "nothing else is needed."),
     ),
@@ -82,9 +82,9 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
         kind="nonuniform", letter="a", title="Exercise (a)", aliases=("a",),
         stage_class="NonUniformQuantizationEncodingStage",
         solution_names=("nearest_level", "NonUniformQuantizationEncodingStage"),
-        stage_args={"bits": exercise_checks.NONUNIFORM_BITS},
+        stage_args={"bits": checks.NONUNIFORM_BITS},
         course_encoder=lambda cls: stages.non_uniform_quantization_encoder(bits=8, stage_cls=cls),
-        check=exercise_checks.check_nonuniform,
+        check=checks.check_nonuniform,
         hint=textwrap.dedent("""\
         1. The levels are given: levels = companded_levels(tf.reshape(x, [-1]), 2**bits,
            lloyd_iterations) returns 2**bits sorted float32 levels.
@@ -105,7 +105,7 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
         solution_names=("code_lengths", "HuffmanEncodingStage"),
         stage_args={"input_bits": 8},
         course_encoder=lambda cls: stages.huffman_encoder(bits=8, stage_cls=cls),
-        check=exercise_checks.check_lossless, takes_symbols=True,
+        check=checks.check_lossless, takes_symbols=True,
         hint=textwrap.dedent("""\
         1. code_lengths: keep a weight for 2K - 1 nodes (the K symbols, then one node per merge;
            2**62 for absent symbols and unused nodes), the node every symbol is in (tf.range(K) at
@@ -128,9 +128,9 @@ EXERCISES = collections.OrderedDict((exercise.kind, exercise) for exercise in (
         kind="adaptive", letter="c", title="Exercise (c)", aliases=("c",),
         stage_class="AdaptiveRangeQuantizationEncodingStage",
         solution_names=("AdaptiveRangeQuantizationEncodingStage",),
-        stage_args={"bits": exercise_checks.ADAPTIVE_BITS},
+        stage_args={"bits": checks.ADAPTIVE_BITS},
         course_encoder=lambda cls: stages.adaptive_quantization_encoder(bits=8, stage_cls=cls),
-        check=exercise_checks.check_adaptive, adaptive=True,
+        check=checks.check_adaptive, adaptive=True,
         hint=textwrap.dedent("""\
         1. initial_state: {"range": tf.constant(initial_range)}; get_params(state) returns the
            range (and max_value = 2**bits - 1) for both encode and decode.
@@ -197,14 +197,14 @@ def evaluate(stage, kind):
     """Like :func:`check` but silent: returns a :class:`CheckResult`."""
     kind = exercise(kind).kind
     try:
-        message = exercise_harness.run_checks(stage, EXERCISES[kind])
+        message = harness.run_checks(stage, EXERCISES[kind])
         result = CheckResult(kind, "passed", message)
-    except exercise_harness.NotAttempted as stub:
+    except harness.NotAttempted as stub:
         result = CheckResult(kind, "not attempted", str(stub))
-    except exercise_runner.Fault as fault:
+    except runner.Fault as fault:
         result = CheckResult(kind, "failed", str(fault))
     except Exception as error:  # the student's code failed in a way not foreseen: say where
-        error = exercise_runner.describe_error(error)
+        error = runner.describe_error(error)
         result = CheckResult(kind, "failed", f"running the stage raised {error}.")
     _LAST[kind] = (stage, result)
     return result
@@ -236,7 +236,7 @@ def hint(kind):
 
 
 def solution_source(kind):
-    """Source code of the reference solution of ``kind`` (:mod:`helpers.solutions`); ImportError if withheld."""
+    """Source code of the reference solution of ``kind`` (:mod:`helpers.exercises.solutions`); ImportError if withheld."""
     kind = exercise(kind).kind
     if kind == "warmup":
         return source_of(stages.Float16EncodingStage)
@@ -254,6 +254,6 @@ def solution(kind):
 
 def source_of(obj):
     """Source of a function or stage class, looking through the ``tf_style`` decorators."""
-    if inspect.isclass(obj) and obj.__name__ in exercise_harness.DECORATED:
+    if inspect.isclass(obj) and obj.__name__ in harness.DECORATED:
         obj = obj.__mro__[1]
     return inspect.getsource(inspect.unwrap(obj))

@@ -4,7 +4,7 @@ No network needed. Real handwritten digits from scikit-learn (``load_digits``,
 1,797 images of 8x8 pixels) are redrawn at 28x28 by hundreds of synthetic
 writers, each with its own slant, size, stroke and label mix, so the data is
 non-IID like EMNIST. ``generate_offline_emnist`` writes them once per seed into
-a file in TFF's EMNIST layout (``helpers.emnist_file``), which
+a file in TFF's EMNIST layout (``helpers.data.emnist_file``), which
 ``helpers.data.load_emnist(source="offline")`` then reads.
 """
 import contextlib
@@ -18,9 +18,9 @@ import numpy as np
 import scipy.ndimage
 from sklearn.datasets import load_digits
 
-from helpers import emnist_file
-from helpers.emnist_file import IMAGE_SIZE, NUM_CLASSES, SPLITS
-from helpers.progress import progress_bar
+from helpers.data import emnist_file
+from helpers.data.emnist_file import IMAGE_SIZE, NUM_CLASSES, SPLITS
+from helpers.runs.progress import progress_bar
 
 # Size and writer style. Changing a style value changes the data, so bump
 # OFFLINE_VERSION with it (the cache file name contains it).

@@ -8,7 +8,7 @@ own mergeable execution context (``tff.backends.native.create_mergeable_comp_exe
 over TFF's ``RemoteExecutor``; nothing here re-implements a runtime.
 
 Choose the workers before Python starts with ``COURSE_WORKERS`` (the course's
-helpers apply it when ``helpers.runtime`` is imported, which every notebook,
+helpers apply it when ``helpers.workers.runtime`` is imported, which every notebook,
 script and test helper does through ``helpers.training`` or ``helpers.compression``):
 
 - unset or empty: rounds run in one local process, exactly as without this module;
@@ -25,13 +25,13 @@ or from Python:
 - ``group.last_call()`` tells how the last computation's clients were split, how
   long it took and how many bytes went to and came back from each worker.
 
-Failures are bounded (:mod:`helpers.worker_connection`): every address must
+Failures are bounded (:mod:`helpers.workers.connection`): every address must
 answer within ``connect_timeout`` seconds when the workers are chosen, and a
 worker that stops answering during a round raises ``WorkerUnavailableError``
 naming its address within about ``retry_timeout`` seconds, instead of TFF's
-endless retry. The other modules: :mod:`helpers.worker_spec` (the values
-``COURSE_WORKERS`` takes), :mod:`helpers.worker_processes` (local workers),
-:mod:`helpers.serve_worker` (``make workers``).
+endless retry. The other modules: :mod:`helpers.workers.spec` (the values
+``COURSE_WORKERS`` takes), :mod:`helpers.workers.processes` (local workers),
+:mod:`helpers.workers.serve` (``make workers``).
 
 Security: ``worker_binary`` listens on *all* interfaces, without authentication
 or encryption, and runs any TensorFlow graph it is sent. The local workers
@@ -48,8 +48,8 @@ import sys
 import threading
 import time
 
-from helpers import worker_connection, worker_processes, worker_spec
-from helpers.worker_spec import ENV, WorkersSpecError
+from helpers.workers import connection, processes, spec
+from helpers.workers.spec import ENV, WorkersSpecError
 
 
 def split_counts(num_clients, num_workers):
@@ -75,21 +75,21 @@ class Workers:
     ``description`` (one line) and ``calls`` (what :meth:`last_call` reads).
     """
 
-    def __init__(self, spec, concurrency=-1, connect_timeout=worker_connection.CONNECT_TIMEOUT_S,
-                 retry_timeout=worker_connection.RETRY_TIMEOUT_S, max_retries=worker_connection.MAX_RETRIES):
-        parsed = worker_spec.parse_spec(spec)
+    def __init__(self, spec, concurrency=-1, connect_timeout=connection.CONNECT_TIMEOUT_S,
+                 retry_timeout=connection.RETRY_TIMEOUT_S, max_retries=connection.MAX_RETRIES):
+        parsed = spec.parse_spec(spec)
         self.closed = False
         self.contexts = []
-        self.local = (worker_processes.start_local_workers(parsed, concurrency)
+        self.local = (processes.start_local_workers(parsed, concurrency)
                       if isinstance(parsed, int) else [])
         _OPEN_GROUPS.append(self)
         try:
             self.addresses = [w.address for w in self.local] or parsed
             if not self.local:
-                worker_connection.check_reachable(self.addresses, connect_timeout)
+                connection.check_reachable(self.addresses, connect_timeout)
             local_by_address = {w.address: w for w in self.local}
             for address in self.addresses:  # TFF is imported only now: a bad address fails fast
-                self.contexts.append(worker_connection.connect(
+                self.contexts.append(connection.connect(
                     address, self, local_by_address.get(address), retry_timeout, max_retries))
             self.stubs = [context.stub for context in self.contexts]
             self.context = _group_context_class()(self)
@@ -240,7 +240,7 @@ def workers(spec, **options):
 def local_workers(count, **options):
     """``with local_workers(2) as group:`` starts ``count`` workers on this machine for the block."""
     if isinstance(count, bool) or not isinstance(count, int):
-        raise WorkersSpecError(f"local_workers takes a number of workers, got {count!r}. {worker_spec.FORMS}")
+        raise WorkersSpecError(f"local_workers takes a number of workers, got {count!r}. {spec.FORMS}")
     return workers(count, **options)
 
 
@@ -262,7 +262,7 @@ def current_workers():
 
 
 def apply_environment():
-    """Apply ``COURSE_WORKERS`` once per process (``helpers.runtime`` calls this on import).
+    """Apply ``COURSE_WORKERS`` once per process (``helpers.workers.runtime`` calls this on import).
 
     Does nothing when it is unset or empty, or when :func:`use_workers` was already called.
     A bad value or an unreachable worker raises, and raises again on the next
@@ -273,7 +273,7 @@ def apply_environment():
         _state["applied_env"] = True
         return _state["active"]
     try:
-        worker_spec.parse_spec(value)
+        spec.parse_spec(value)
     except WorkersSpecError as error:
         raise WorkersSpecError(f"{ENV}={value!r} is not understood: {error}") from None
     group = use_workers(value)

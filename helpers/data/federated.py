@@ -7,11 +7,11 @@ per writer, each element an ``OrderedDict(label=int32 [], pixels=float32
 ``make_federated_data`` batch it as the seed tutorial does; ``examples_per_client``
 and ``label_counts`` summarize it for notebook 01.
 
-Two sources share one file format (``helpers.emnist_file``):
+Two sources share one file format (``helpers.data.emnist_file``):
 
-- ``tff``: the real federated EMNIST, downloaded once (``helpers.download``).
+- ``tff``: the real federated EMNIST, downloaded once (``helpers.data.download``).
 - ``offline``: scikit-learn's digits redrawn by synthetic writers, no network
-  needed, generated once per seed (``helpers.offline_data``).
+  needed, generated once per seed (``helpers.data.offline``).
 
 ``auto`` (the default) uses a cached real file if there is one, else tries the
 download, else falls back to ``offline`` and says so. In fast mode
@@ -28,10 +28,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers import config, seeds
-from helpers import download, emnist_file, offline_data
-from helpers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
-from helpers.emnist_file import NUM_CLASSES
+from helpers import config
+from helpers.runs import seeds
+from helpers.data import download, emnist_file, offline
+from helpers.workers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
+from helpers.data.emnist_file import NUM_CLASSES
 
 SOURCES = ("auto", "tff", "offline")
 
@@ -112,10 +113,10 @@ def _load_offline(folder, only_digits, fast, seed):
             "source='tff' for letters too (needs network)."
         )
     seed = config.SEED if seed is None else int(seed)
-    num_writers = offline_data.FAST_WRITERS if fast else offline_data.FULL_WRITERS
-    path = offline_data.offline_path(folder, num_writers, seed)
+    num_writers = offline.FAST_WRITERS if fast else offline.FULL_WRITERS
+    path = offline.offline_path(folder, num_writers, seed)
     if not path.exists():
-        offline_data.generate_offline_emnist(path, num_writers, seed)
+        offline.generate_offline_emnist(path, num_writers, seed)
     splits = emnist_file.SPLITS[True]
     clients = emnist_file.check_database(path, splits, kind="offline")
     print(f"EMNIST source: offline (scikit-learn digits drawn by "
@@ -130,9 +131,9 @@ def preprocess(dataset, epochs=1, batch_size=BATCH_SIZE, shuffle_buffer=SHUFFLE_
     """One client's EMNIST elements -> shuffled, repeated batches (pixels [b, 28, 28, 1], label [b]).
 
     As in the seed tutorial: shuffle(418), repeat(epochs), batch(20), add a channel axis.
-    ``seed``: the shuffle's seeds, a pair from :func:`helpers.seeds.shuffle_seeds` or one int
+    ``seed``: the shuffle's seeds, a pair from :func:`helpers.runs.seeds.shuffle_seeds` or one int
     (default: round 0 of ``config.SEED``); the order depends on it alone, never on TF's
-    global seed or op counter (:func:`helpers.seeds.shuffle`).
+    global seed or op counter (:func:`helpers.runs.seeds.shuffle`).
     """
     if seed is None:
         seed = seeds.shuffle_seeds(config.SEED, 0, "")
@@ -156,7 +157,7 @@ def make_federated_data(client_data, client_ids, **preprocess_kwargs):
     """Preprocessed datasets of ``client_ids``, in order (keywords go to ``preprocess``).
 
     Without a ``seed`` keyword each client's shuffle has its own seeds, from the
-    run's seed, the round and the client id (:func:`helpers.seeds.client_shuffle_seeds`:
+    run's seed, the round and the client id (:func:`helpers.runs.seeds.client_shuffle_seeds`:
     the round that ``training.run_rounds`` is building, or round 0 of ``config.SEED``).
     """
     if "seed" in preprocess_kwargs:

@@ -1,6 +1,6 @@
 """The hidden tests of notebook 05's graded release: each exercise's stage inside TFF's ``GatherEncoder``.
 
-The visible checks (:mod:`helpers.exercise_checks`) run a stage on fixed
+The visible checks (:mod:`helpers.exercises.checks`) run a stage on fixed
 shapes, bits and seeds, which a student could tune a stage to. The hidden
 tests run it the way FedAvg does, inside the course's encoder wrapped as a
 ``te.encoders.as_gather_encoder``, with other bits, other shapes and
@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import exercise_checks, exercises, sizing, stages
-from helpers.exercise_runner import describe_error, update_like
+from helpers import exercises, sizing
+from helpers.exercises import checks, stages
+from helpers.exercises.runner import describe_error, update_like
 
 SEED = 2026  # another seed than the visible checks'
 
@@ -108,7 +109,7 @@ def _nonuniform(stage_cls, rng):
     nearest = np.min(np.abs(x.reshape(-1, 1) - levels.reshape(1, -1)), axis=1).reshape(x.shape)
     if np.any(np.abs(decoded - x) > nearest + 1e-6 * np.max(np.abs(x))):
         raise HiddenFault(f"at {bits} bits some value decodes to a level that is not the nearest one.")
-    mse, uniform = float(np.mean((decoded - x) ** 2)), exercise_checks.uniform_mse(x, bits)
+    mse, uniform = float(np.mean((decoded - x) ** 2)), checks.uniform_mse(x, bits)
     if not mse < uniform:
         raise HiddenFault(f"at {bits} bits the MSE {mse:.3g} is not lower than uniform quantization's "
                           f"{uniform:.3g}.")

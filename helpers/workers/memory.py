@@ -13,7 +13,7 @@ about what a container's memory limit counts. Linux only (``/proc``), as TFF's w
 import os
 import threading
 
-from helpers import runtime
+from helpers.workers import runtime
 
 MIB = 2 ** 20
 KEYS = ("python_rss", "python_pss", "worker_rss", "worker_pss")
@@ -40,7 +40,7 @@ def current():
     """``{'python_rss', 'python_pss', 'worker_rss', 'worker_pss'}`` in bytes, now.
 
     ``worker_*`` sums TFF's own ``worker_binary`` processes of this Python process
-    (:func:`helpers.runtime.tff_worker_pids`); 0 while none runs.
+    (:func:`helpers.workers.runtime.tff_worker_pids`); 0 while none runs.
     """
     python = process_memory()
     workers = [process_memory(pid) for pid in runtime.tff_worker_pids()]

@@ -42,7 +42,7 @@ PREFIX = "round_"
 MANIFEST = "manifest.json"
 # The modules whose source defines how a run trains: a change to any of them
 # makes earlier checkpoints "other code".
-CODE_MODULES = ("training", "compression", "data", "model", "seeds", "sizing", "checkpoints")
+CODE_MODULES = ("training", "compression", "data/federated", "model", "runs/seeds", "sizing", "runs/checkpoints")
 
 _enabled = contextvars.ContextVar("course_checkpoints", default=None)
 
@@ -132,8 +132,8 @@ def array_digest(model_weights):
 
 
 def code_digests(modules=CODE_MODULES):
-    """``{"helpers/<module>.py": sha256 of its source}`` for the modules that define the method."""
-    folder = pathlib.Path(__file__).resolve().parent
+    """``{"helpers/<module>.py": sha256 of its source}`` for the modules (paths under helpers/) that define the method."""
+    folder = pathlib.Path(__file__).resolve().parent.parent
     return {f"helpers/{m}.py": hashlib.sha256(_source_of_file(folder / f"{m}.py").encode()).hexdigest()[:16]
             for m in modules}
 

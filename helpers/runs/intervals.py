@@ -75,7 +75,7 @@ def paired_difference(values, reference, confidence=CONFIDENCE):
 
 
 def accuracy_points(histories):
-    """Final test accuracy in percent of each :class:`helpers.history.History` in ``histories`` (one per seed)."""
+    """Final test accuracy in percent of each :class:`helpers.runs.history.History` in ``histories`` (one per seed)."""
     accuracies = [h.final_accuracy() for h in histories]
     if any(a is None for a in accuracies):
         raise ValueError("a run was never evaluated on the test split: give it an evaluate_fn.")

@@ -1,6 +1,6 @@
 """A one-page report of the course's key figures, for an instructor to read before class.
 
-:func:`write_report` (``make course`` calls it last; ``python -m helpers.report``
+:func:`write_report` (``make course`` calls it last; ``python -m helpers.runs.report``
 on its own) reads what the notebooks saved under the output folder
 (``outputs/`` by default):
 
@@ -21,14 +21,15 @@ import time
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: the report draws off screen, whatever the backend
 
-from helpers import config, frontier, intervals, plotting, sizing
-from helpers.history import History
+from helpers import config, frontier, plotting, sizing
+from helpers.runs import intervals
+from helpers.runs.history import History
 
 LONG_RUNS = {"baseline": "notebook 03", "8-bit both ways": "notebook 04"}
 
 
 def latest_run(name):
-    """The most recently saved full-size :class:`helpers.history.History` called ``name``, or None."""
+    """The most recently saved full-size :class:`helpers.runs.history.History` called ``name``, or None."""
     paths = sorted(config.output_dir("runs").glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(paths):
         history = History.load(path)
@@ -71,7 +72,7 @@ def comparisons_section():
     paths = sorted(config.output_dir("comparisons").glob("*.json"))
     lines = ["## Paired comparisons (notebook 04)", "",
              f"Mean test accuracy difference to the uncompressed run, with its {intervals.CONFIDENCE:.0%} "
-             "Student t confidence interval over paired seeds (`helpers.intervals`).", ""]
+             "Student t confidence interval over paired seeds (`helpers.runs.intervals`).", ""]
     if not paths:
         return lines + ["Missing: no comparisons saved (run notebook 04).", ""]
     for path in paths:

@@ -14,9 +14,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import sizing, stages
-from helpers.exercise_checks import entropy_bits, uniform_mse
-from helpers.exercise_runner import independent_bits, to_numpy
+from helpers import sizing
+from helpers.exercises import stages
+from helpers.exercises.checks import entropy_bits, uniform_mse
+from helpers.exercises.runner import independent_bits, to_numpy
 
 
 def client_update(dataset, epochs=1, learning_rate=0.02, seed=0):

@@ -5,9 +5,9 @@ so it runs inside TFF computations (serialized TF graphs):
 
 - :class:`Float16EncodingStage` (warm-up): float32 values sent as float16.
 - The reference solutions of exercises (a), (b) and (c) live in
-  :mod:`helpers.solutions` and are readable here under their names
+  :mod:`helpers.exercises.solutions` and are readable here under their names
   (``stages.NonUniformQuantizationEncodingStage``, ...). In a graded release,
-  whose ``helpers/solutions.py`` is a stub, reading one raises an
+  whose ``helpers/exercises/solutions.py`` is a stub, reading one raises an
   ``ImportError`` saying that the instructor withheld the solutions.
 
 Each stage has a factory returning a ``te.core.Encoder`` (``flatten -> stage
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers.companding import companded_levels  # noqa: F401 (re-exported: notebook 05's building block)
+from helpers.exercises.companding import companded_levels  # noqa: F401 (re-exported: notebook 05's building block)
 
 WITHHELD = ("nearest_level", "NonUniformQuantizationEncodingStage", "code_lengths", "HuffmanEncodingStage",
             "AdaptiveRangeQuantizationEncodingStage")
@@ -83,27 +83,27 @@ class Float16EncodingStage(te.core.EncodingStageInterface):
 def solutions_available():
     """True in the self-study copy and the instructor's; False in a graded release.
 
-    A graded release's ``helpers/solutions.py`` is a stub that raises
+    A graded release's ``helpers/exercises/solutions.py`` is a stub that raises
     ``ImportError`` (``make assignment`` writes it), so that no import reaches
     the reference solutions, not even an editable install of the repository.
     """
     try:
-        importlib.import_module("helpers.solutions")
+        importlib.import_module("helpers.exercises.solutions")
     except ImportError:
         return False
     return True
 
 
 def reference(name):
-    """The reference solution ``name`` (one of :data:`WITHHELD`) from :mod:`helpers.solutions`.
+    """The reference solution ``name`` (one of :data:`WITHHELD`) from :mod:`helpers.exercises.solutions`.
 
     Raises ``ImportError`` naming what to do in a graded release, where the
     instructor withheld the solutions.
     """
     if name not in WITHHELD:
-        raise AttributeError(f"helpers.stages has no {name!r}; the reference solutions are {', '.join(WITHHELD)}.")
+        raise AttributeError(f"helpers.exercises.stages has no {name!r}; the reference solutions are {', '.join(WITHHELD)}.")
     try:
-        solutions = importlib.import_module("helpers.solutions")
+        solutions = importlib.import_module("helpers.exercises.solutions")
     except ImportError:
         raise ImportError(f"{name} is a reference solution, and the instructor withheld the solutions in this "
                           "graded release: use your own stage from notebook 05 (pass it as stage_cls=...).") from None
@@ -111,10 +111,10 @@ def reference(name):
 
 
 def __getattr__(name):
-    """``stages.HuffmanEncodingStage`` and the other reference solutions, read from :mod:`helpers.solutions`."""
+    """``stages.HuffmanEncodingStage`` and the other reference solutions, read from :mod:`helpers.exercises.solutions`."""
     if name in WITHHELD:
         return reference(name)
-    raise AttributeError(f"module 'helpers.stages' has no attribute {name!r}")
+    raise AttributeError(f"module 'helpers.exercises.stages' has no attribute {name!r}")
 
 
 # ------------------------------------------------------------ factories --

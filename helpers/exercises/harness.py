@@ -4,12 +4,12 @@
 factory) and an exercise record from :mod:`helpers.exercises`, and checks
 what every exercise shares: the interface (every member implemented, the
 ``tf_style`` decorator, the properties' types), ``decode(encode(x))`` with
-encoding and decoding in separate graphs (:mod:`helpers.exercise_runner`),
+encoding and decoding in separate graphs (:mod:`helpers.exercises.runner`),
 that a stage claiming ``commutes_with_sum`` really does, and that its bits are
 counted (``helpers.sizing.tensor_bits`` against the arrays' own sizes) inside
 the course's encoder. In between it calls the exercise's own check
-(:mod:`helpers.exercise_checks`). It returns a one-sentence summary, or
-raises ``exercise_runner.Fault`` (what is wrong and what to do) or
+(:mod:`helpers.exercises.checks`). It returns a one-sentence summary, or
+raises ``runner.Fault`` (what is wrong and what to do) or
 :class:`NotAttempted` (every member is still a stub).
 """
 import collections
@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
 from helpers import sizing
-from helpers.exercise_runner import (Fault, Runner, check_shape_dtype, describe_error,
+from helpers.exercises.runner import (Fault, Runner, check_shape_dtype, describe_error,
                                      independent_bits, seeded_rng, specs_of, stub_fault,
                                      stub_name, to_numpy, update_like)
 

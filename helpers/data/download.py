@@ -2,7 +2,7 @@
 
 ``download_emnist()`` fetches TFF's LZMA-packed SQLite file (163 MiB, 4.4 GiB
 unpacked) with pooch, unpacks it in a scratch folder next to the cache, checks
-it with ``helpers.emnist_file.check_database`` and only then moves it into
+it with ``helpers.data.emnist_file.check_database`` and only then moves it into
 place: an interrupted or damaged download never looks like a complete one.
 Failures raise ``NoNetworkError`` or ``DownloadError`` with a message that
 says what to do, and a short ``reason`` for one-line notices.
@@ -23,7 +23,7 @@ import tempfile
 import pooch
 import requests
 
-from helpers import emnist_file
+from helpers.data import emnist_file
 
 EMNIST_URL = "https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma"
 REAL_FILENAME = "emnist_all.sqlite"

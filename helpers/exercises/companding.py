@@ -4,7 +4,7 @@
 returns ``num_levels`` sorted levels (float32): spaced by the cube root of the
 values' density, then refined by Lloyd steps. It is graph ops only, so a stage
 can call it inside a TFF computation. The stage that uses it,
-:class:`helpers.stages.NonUniformQuantizationEncodingStage`, is the exercise.
+:class:`helpers.exercises.stages.NonUniformQuantizationEncodingStage`, is the exercise.
 """
 import tensorflow as tf
 

@@ -5,7 +5,7 @@ so the lengths are all a decoder needs besides the bits:
 
 - ``code_lengths``: histogram in, code length of every symbol out (Huffman's
   merges: the part notebook 05's exercise (b) asks the student to write). Its
-  reference solution lives in :mod:`helpers.solutions`; ``huffman.code_lengths``
+  reference solution lives in :mod:`helpers.exercises.solutions`; ``huffman.code_lengths``
   reads it from there, and says so in a graded release, which withholds it;
 - :func:`limit_code_lengths`: the same, limited to ``max_code_length`` bits, so
   the decoder's table stays small;
@@ -15,7 +15,7 @@ so the lengths are all a decoder needs besides the bits:
 - :func:`huffman_unpack`: the inverse, decoding all chunks at once.
 
 Everything is graph ops (``tf.while_loop``, scatter, gather), so it runs
-inside TFF computations. ``helpers.stages.HuffmanEncodingStage`` wraps
+inside TFF computations. ``helpers.exercises.stages.HuffmanEncodingStage`` wraps
 it as a tfmot encoding stage.
 """
 import functools
@@ -165,8 +165,8 @@ def huffman_unpack(words, chunk_starts, lengths, num_symbols, max_code_length, s
 
 
 def __getattr__(name):
-    """``huffman.code_lengths``: exercise (b)'s reference solution, from :mod:`helpers.solutions`."""
+    """``huffman.code_lengths``: exercise (b)'s reference solution, from :mod:`helpers.exercises.solutions`."""
     if name == "code_lengths":
-        from helpers import stages
+        from helpers.exercises import stages
         return stages.reference(name)
-    raise AttributeError(f"module 'helpers.huffman' has no attribute {name!r}")
+    raise AttributeError(f"module 'helpers.exercises.huffman' has no attribute {name!r}")

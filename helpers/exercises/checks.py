@@ -1,8 +1,8 @@
 """What each of notebook 05's exercises must do: one check per exercise, on model-update-like inputs.
 
-Each check takes a :class:`helpers.exercise_runner.Runner` around the
+Each check takes a :class:`helpers.exercises.runner.Runner` around the
 student's stage, the stage and its class name; it returns what passed as a
-phrase, or raises :class:`helpers.exercise_runner.Fault` with one sentence
+phrase, or raises :class:`helpers.exercises.runner.Fault` with one sentence
 saying what is wrong. :mod:`helpers.exercises` lists which check belongs to
 which exercise.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers.exercise_runner import Fault, seeded_rng, update_like
+from helpers.exercises.runner import Fault, seeded_rng, update_like
 
 NONUNIFORM_BITS = 4  # exercise (a) is checked at 4 bits: at most 16 levels
 ADAPTIVE_BITS = 8  # exercise (c) is checked at 8 bits

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from helpers import worker_spec
+from helpers.workers import spec
 
 GRPC_MAX_MESSAGE_MEGABYTES = 2000  # the worker's default (10000) overflows an int
 START_TIMEOUT_S = 60.0     # a local worker must be ready within this (it loads TensorFlow first)
@@ -122,7 +122,7 @@ _STARTED = []  # every LocalWorker this process started and has not stopped yet
 
 
 def started_pids():
-    """The process ids of the workers this process started and has not stopped (helpers.runtime skips them)."""
+    """The process ids of the workers this process started and has not stopped (helpers.workers.runtime skips them)."""
     return {worker.process.pid for worker in _STARTED}
 
 
@@ -133,7 +133,7 @@ def start_local_workers(count, concurrency=-1, timeout=START_TIMEOUT_S):
     exits or does not answer within ``timeout`` seconds.
     """
     import portpicker
-    count = worker_spec.check_count(count)
+    count = spec.check_count(count)
     started = []
     try:
         for _ in range(count):

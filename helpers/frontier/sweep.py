@@ -15,7 +15,7 @@
   optimizers and rounds for every row of a seed (paired), each run cached on
   disk under a key of its configuration.
 - :func:`results_table` summarises the runs, with each row's accuracy
-  difference to identity and its confidence interval (:mod:`helpers.intervals`);
+  difference to identity and its confidence interval (:mod:`helpers.runs.intervals`);
   :func:`pareto_front` and :func:`best_within` read the table.
 """
 import functools
@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import checkpoints, compression, config, intervals, progress, runs, stages, training
-from helpers import research_stages as research
-from helpers.history import BITS_KEYS
+from helpers import compression, config, runs, training
+from helpers.exercises import stages
+from helpers.runs import checkpoints, intervals, progress
+from helpers.frontier import research_stages as research
+from helpers.runs.history import BITS_KEYS
 
 PARAMETERS = 1_663_370  # the CNN's values, so bits per value = bits per client / PARAMETERS
 IDENTITY = "identity"
@@ -98,8 +100,9 @@ SWEEP = [(IDENTITY, name) for name in METHODS if name not in NOT_SWEPT_ALONE] + 
     ("rotated 1-bit sign (DRIVE)", "rotated 1-bit sign (DRIVE)"),
 ]
 # The course modules whose source defines a method, by the module of its encoder factory.
-METHOD_SOURCES = {"helpers.stages": ("stages", "solutions", "companding", "huffman"),
-                  "helpers.research_stages": ("research_stages",)}
+METHOD_SOURCES = {"helpers.exercises.stages": ("exercises/stages", "exercises/solutions", "exercises/companding",
+                                               "exercises/huffman"),
+                  "helpers.frontier.research_stages": ("frontier/research_stages",)}
 
 
 def _check_method(name):
@@ -277,7 +280,7 @@ def results_table(histories):
     bits per value divide one client's bits of one round by the CNN's
     1,663,370 values. Test accuracy is the mean over seeds; the accuracy
     change is the mean paired difference to identity, with its confidence
-    interval (``change CI low`` to ``change CI high``, :mod:`helpers.intervals`).
+    interval (``change CI low`` to ``change CI high``, :mod:`helpers.runs.intervals`).
     """
     reference = (IDENTITY, IDENTITY)
     if reference not in histories:
@@ -314,7 +317,7 @@ def _mean_bits(seed_runs):
 
 
 def change_interval(row):
-    """The :class:`helpers.intervals.Interval` of one row of :func:`results_table`."""
+    """The :class:`helpers.runs.intervals.Interval` of one row of :func:`results_table`."""
     return intervals.Interval(row["accuracy change (points)"], row["change CI low"], row["change CI high"],
                               int(row["seeds"]))
 

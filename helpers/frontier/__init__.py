@@ -1,0 +1,18 @@
+"""Notebook 06's compression frontier: many encoders on one training setup, what each saves and what it costs.
+
+The names notebooks 04 and 06 call come from :mod:`helpers.frontier.sweep`:
+the methods and the sweep's rows, ``run_sweep``, ``results_table`` and what
+reads it. Beside it, ``research_stages``: stages from the literature
+(rotation blocks, 1-bit signs, top-k) that the sweep compares with the
+original tutorial's 8-bit quantization and notebook 05's stages.
+"""
+from helpers.frontier.sweep import (AGGREGATION_ONLY, BOTH, BROADCAST_ONLY, IDENTITY, LEFT_OUT, METHODS, SWEEP,
+                                    best_within, change_interval, check_results_file, encoder_fns,
+                                    from_scratch_settings, pareto_front, parse_row, results_table, row_key,
+                                    row_name, row_slug, run_sweep, save_results, sweep_settings, target_lines,
+                                    warm_start_path)
+
+__all__ = ["AGGREGATION_ONLY", "BOTH", "BROADCAST_ONLY", "IDENTITY", "LEFT_OUT", "METHODS", "SWEEP", "best_within",
+           "change_interval", "check_results_file", "encoder_fns", "from_scratch_settings", "pareto_front",
+           "parse_row", "results_table", "row_key", "row_name", "row_slug", "run_sweep", "save_results",
+           "sweep_settings", "target_lines", "warm_start_path"]
