@@ -91,10 +91,12 @@ def initial_state(process, model_fn, seed=config.SEED):
     return process.set_model_weights(process.initialize(), seeds.initial_model_weights(model_fn, seed))
 
 
-def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_round=10,
-               seed=0, evaluate_fn=None, eval_every=None, logdir=None, name="run",
-               verbose=True, state=None, snapshots=None, model_fn=None, checkpoint=None):
-    """Train ``process`` for ``num_rounds`` rounds; returns ``(state, History)``.
+def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config.SEED, evaluate_fn=None,
+               model_fn=None, state=None, name="run", logdir=None, verbose=True, snapshots=None, checkpoint=None):
+    """Train ``process`` for ``settings.rounds`` rounds; returns ``(state, History)``.
+
+    ``settings`` is a :class:`helpers.runs.RunSettings`: how many rounds and
+    clients, and how often to evaluate (``eval_every``). What is per call:
 
     - ``client_datasets_fn(ids)`` returns the preprocessed ``tf.data`` datasets of those clients.
       It is called inside :func:`helpers.runs.seeds.round_seeds`, so
@@ -107,23 +109,25 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
       :func:`helpers.runs.seeds.initial_model_weights` of ``seed`` instead of the
       weights ``process.initialize()`` drew when TFF traced it.
     - ``evaluate_fn(model_weights)`` returns ``{'loss':..., 'accuracy':...}`` on the
-      test split; it runs every ``eval_every`` rounds and after the last round.
-    - ``logdir``: a folder for TensorBoard scalars (none written if ``None``).
+      test split; it runs every ``settings.eval_every`` rounds and after the last round.
     - ``state``: continue from this state instead of ``process.initialize()``.
+    - ``name`` labels the progress bar and the History; ``logdir``: a folder for
+      TensorBoard scalars (none written if ``None``); ``verbose=False`` prints nothing.
     - ``snapshots``: ``{round: path}``; after those rounds the global model's
       weights are saved to ``path`` with :func:`save_weights`.
     - ``checkpoint``: a :class:`helpers.runs.checkpoints.RunCheckpoints`. The run
       resumes from its latest checkpoint and saves the state and history every
       ``checkpoint.every`` rounds and after the last one.
     """
-    if isinstance(num_rounds, bool) or not isinstance(num_rounds, (int, np.integer)) or num_rounds < 1:
-        raise ValueError(f"num_rounds must be a positive integer, got {num_rounds!r}.")
+    if not isinstance(settings, runs.RunSettings):
+        raise TypeError(f"settings must be a helpers.runs.RunSettings (runs.run_settings('tutorial'), say), "
+                        f"got {type(settings).__name__}.")
+    num_rounds, clients_per_round, eval_every = settings.rounds, settings.clients_per_round, settings.eval_every
     snapshots = dict(snapshots or {})
     outside = [r for r in snapshots if r not in range(1, num_rounds + 1)]
     if outside:
         raise ValueError(f"snapshot rounds {outside} are outside this run's rounds 1..{num_rounds}.")
-    history = History(name, dict(num_rounds=int(num_rounds), clients_per_round=int(clients_per_round),
-                                 seed=seed))
+    history = History(name, dict(settings.as_dict(), seed=seed))
     if state is None:
         state = process.initialize() if model_fn is None else initial_state(process, model_fn, seed)
     done = 0
@@ -175,10 +179,7 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
 
 def _with_lr_drop(optimizer, learning_rate, drop):
     """``optimizer`` whose learning rate becomes ``drop[1]`` after ``drop[0]`` rounds."""
-    after_rounds, new_rate = drop
-    if isinstance(after_rounds, bool) or not isinstance(after_rounds, int) or after_rounds < 0 \
-            or not isinstance(new_rate, (int, float)) or new_rate <= 0:
-        raise ValueError(f"server_lr_drop must be (rounds >= 0, learning rate > 0), got {drop!r}.")
+    after_rounds, new_rate = drop  # checked by RunSettings
 
     def schedule(round_index):  # 0 for the first round
         return tf.where(round_index < after_rounds, float(learning_rate), float(new_rate))
@@ -186,16 +187,16 @@ def _with_lr_drop(optimizer, learning_rate, drop):
     return tff.learning.optimizers.schedule_learning_rate(optimizer, schedule)
 
 
-def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_learning_rate=1.0,
-                  server_momentum=0.0, server_lr_drop=None):
+def build_fed_avg(model_fn, encoders=None, settings=None):
     """``build_weighted_fed_avg`` with measured (and optionally compressed) communication.
 
     ``encoders`` is a :class:`helpers.compression.EncoderFns` (default
     :func:`helpers.compression.identity`: both directions uncompressed, still
-    measured). Optimizers default to the seed tutorial's: client SGD 0.02,
-    server SGD 1.0 without momentum (``server_momentum`` > 0 gives FedAvgM).
-    ``server_lr_drop=(after_rounds, learning_rate)`` switches the server to
-    ``learning_rate`` once ``after_rounds`` rounds have run.
+    measured). The optimizers are those of ``settings`` (a
+    :class:`helpers.runs.RunSettings`; default :data:`helpers.runs.TUTORIAL`, the
+    original tutorial's client SGD 0.02 and server SGD 1.0): client SGD at
+    ``client_lr``, server SGD at ``server_lr`` with ``server_momentum`` (FedAvgM
+    when above 0), switched to ``server_lr_drop[1]`` after ``server_lr_drop[0]`` rounds.
 
     First it gives back what the processes run before still hold
     (:func:`helpers.workers.runtime.release_finished_runs`: TFF's compiler cache and its
@@ -203,29 +204,23 @@ def build_fed_avg(model_fn, encoders=None, client_learning_rate=0.02, server_lea
     """
     runtime.release_finished_runs()
     encoders = encoders or compression.identity()
+    settings = settings or runs.TUTORIAL
     server_optimizer = tff.learning.optimizers.build_sgdm(
-        learning_rate=server_learning_rate, momentum=server_momentum or None)
-    if server_lr_drop is not None:
-        server_optimizer = _with_lr_drop(server_optimizer, server_learning_rate, server_lr_drop)
+        learning_rate=settings.server_lr, momentum=settings.server_momentum or None)
+    if settings.server_lr_drop is not None:
+        server_optimizer = _with_lr_drop(server_optimizer, settings.server_lr, settings.server_lr_drop)
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=settings.client_lr),
         server_optimizer_fn=server_optimizer,
         model_distributor=compression.build_encoded_broadcast_process(model_fn, encoders.broadcast),
         model_aggregator=compression.build_encoded_mean_factory(encoders.aggregation),
     )
 
 
-def build_for(model_fn, encoders, settings):
-    """:func:`build_fed_avg` with the optimizers of ``settings`` (a :class:`helpers.runs.RunSettings`)."""
-    return build_fed_avg(model_fn, encoders, client_learning_rate=settings.client_lr,
-                         server_learning_rate=settings.server_lr, server_momentum=settings.server_momentum,
-                         server_lr_drop=settings.server_lr_drop)
-
-
-def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", logdir=None,
-                  verbose=True, initial_weights=None, seed=None, snapshots=None, checkpoint_dir=None,
-                  checkpoint_every=checkpoints.DEFAULT_EVERY, process=None):
+def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, *, seed=None, initial_weights=None,
+                  process=None, name="run", logdir=None, verbose=True, snapshots=None, checkpoint_dir=None,
+                  checkpoint_every=checkpoints.DEFAULT_EVERY):
     """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
 
     ``settings`` is a :class:`helpers.runs.RunSettings`; ``train`` is the
@@ -239,11 +234,11 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
     ``checkpoint_every`` rounds in a folder under it named by the run's
     fingerprint, and resume from them (:mod:`helpers.runs.checkpoints`; inside
     :func:`helpers.runs.cached_history` the default is ``outputs/checkpoints/``).
-    ``process``: a process :func:`build_for` built from the same settings and
+    ``process``: a process :func:`build_fed_avg` built from the same settings and
     encoders, reused instead of building another. Returns a :class:`History`.
     """
     run_seed = config.SEED if seed is None else seed
-    process = process or build_for(model_fn, encoders, settings)
+    process = process or build_fed_avg(model_fn, encoders, settings)
     if initial_weights is None:
         initial_weights = seeds.initial_model_weights(model_fn, run_seed)
     state = process.set_model_weights(process.initialize(), initial_weights)
@@ -251,11 +246,8 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="r
                                   initial_weights, checkpoint_dir, checkpoint_every, verbose)
     _, history = run_rounds(
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings.client_epochs),
-        train.client_ids, settings.rounds, settings.clients_per_round,
-        seed=run_seed, evaluate_fn=evaluate_fn,
-        eval_every=settings.eval_every, logdir=logdir, name=name, verbose=verbose, state=state,
-        snapshots=snapshots, checkpoint=checkpoint)
-    history.config.update(settings.as_dict())
+        train.client_ids, settings, seed=run_seed, evaluate_fn=evaluate_fn, state=state, name=name,
+        logdir=logdir, verbose=verbose, snapshots=snapshots, checkpoint=checkpoint)
     return history
 
 
@@ -278,7 +270,7 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
     for done, seed in enumerate(run_seeds, start=1):
         def train_one(seed=seed):
             if not built:
-                built.append(build_for(model_fn, encoders, settings))
+                built.append(build_fed_avg(model_fn, encoders, settings))
             return train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name, verbose=verbose,
                                  initial_weights=initial_weights, seed=seed, process=built[0])
 

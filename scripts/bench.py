@@ -58,7 +58,7 @@ def reset_peak():
 def round_seconds(broadcast, aggregation, client_sets):
     """(median seconds per round, peak MiB of Python, peak MiB of TFF's worker) of a sweep row, in a fresh worker."""
     settings = runs.LONG_RUN.replace(server_lr_drop=None)
-    process = training.build_for(model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation), settings)
+    process = training.build_fed_avg(model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation), settings)
     runtime.stop_tff_workers()  # the next round starts a new worker, so its peak is this method's
     tff.backends.native.set_sync_local_cpp_execution_context()
     reset_peak()

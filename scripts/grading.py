@@ -9,7 +9,7 @@
 
 - ``source/ps05/``: the solutions notebook with the student introduction
   (the same :class:`make_exercises.StudentSource` as the self-study copy), a
-  copy of ``helpers/`` whose ``solutions.py`` is a stub raising
+  copy of ``helpers/`` whose ``exercises/solutions.py`` is a stub raising
   ``ImportError`` (the reference solutions are withheld: ``exercises.solution``
   says so, and the checks raise, as nbgrader's test cells must) and the two
   lock inputs its setup cell reads;
@@ -98,14 +98,12 @@ def write_source(course):
     source = course / "source" / ASSIGNMENT
     if source.exists():
         shutil.rmtree(source)
-    (source / "helpers").mkdir(parents=True)
+    source.mkdir(parents=True)
     notebook = nbformat.read(str(SOURCE), as_version=4)
     notebook, _ = StudentSource().preprocess(notebook, {})
     nbformat.write(notebook, str(source / NOTEBOOK))
-    for path in sorted((ROOT / "helpers").glob("*.py")):
-        if path.name != "solutions.py":
-            shutil.copy2(path, source / "helpers" / path.name)
-    (source / "helpers" / "solutions.py").write_text(WITHHELD_STUB)
+    shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (source / "helpers" / "exercises" / "solutions.py").write_text(WITHHELD_STUB)
     for name in LOCK_INPUTS:
         shutil.copy2(ROOT / name, source / name)
     return source

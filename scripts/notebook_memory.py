@@ -140,7 +140,7 @@ def growth(rounds, rows, clients=10, release=True):
     os.environ["COURSE_OUTPUT_DIR"] = tempfile.mkdtemp(prefix="course-memory-")  # train, never load saved runs
     from helpers import setup
     setup.quiet_logs()
-    from helpers import compression, data, frontier, model, training
+    from helpers import compression, data, frontier, model, runs, training
     from helpers.workers import memory, runtime
     if not release:
         runtime.release_finished_runs = lambda: 0
@@ -148,7 +148,7 @@ def growth(rounds, rows, clients=10, release=True):
     evaluate = training.keras_evaluator(model.create_original_fedavg_cnn_model,
                                         data.preprocess_test(test.create_tf_dataset_from_all_clients()))
     model_fn = model.build_model_fn()
-    process = training.build_fed_avg(model_fn, compression.identity(), client_learning_rate=0.1)
+    process = training.build_fed_avg(model_fn, compression.identity(), runs.TUTORIAL.replace(client_lr=0.1))
     state, per_round = process.initialize(), []
     for round_num in range(1, rounds + 1):
         picked = training.sample_clients(train.client_ids, clients, runs_rng(round_num))

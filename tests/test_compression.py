@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, model, sizing, training
+from helpers import compression, model, runs, sizing, training
 from tests.synthetic import client_datasets
 
 IDENTITY_BITS = 53_227_840       # 1,663,370 float32 values
@@ -142,9 +142,10 @@ def test_same_seed_same_clients_and_bits(eight_bit_process):
     process = eight_bit_process
     ids = [f"c{i}" for i in range(12)]
     by_id = dict(zip(ids, client_datasets(12)))
-    runs = [training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
-                                clients_per_round=3, seed=7, verbose=False)[1] for _ in range(2)]
-    first, second = runs
+    settings = runs.TUTORIAL.replace(rounds=2, clients_per_round=3)
+    histories = [training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings, seed=7,
+                                     verbose=False)[1] for _ in range(2)]
+    first, second = histories
     assert [r["clients"] for r in first.rounds] == [r["clients"] for r in second.rounds]
     assert first.rounds[0]["clients"] != first.rounds[1]["clients"]
     for key in ("broadcast_bits", "aggregated_bits", "cumulative_aggregated_bits"):
@@ -221,8 +222,9 @@ def test_server_learning_rate_drops_after_the_given_rounds():
 
 @pytest.mark.parametrize("drop", [(-1, 0.1), (10, 0), (2.5, 0.1), ("10", 0.1)])
 def test_bad_server_lr_drop_is_refused(model_fn, drop):
+    """RunSettings refuses it, so no process is built with it."""
     with pytest.raises(ValueError, match="server_lr_drop must be"):
-        training.build_fed_avg(model_fn, server_lr_drop=drop)
+        training.build_fed_avg(model_fn, settings=runs.TUTORIAL.replace(server_lr_drop=drop))
 
 
 def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path):
@@ -230,8 +232,9 @@ def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path)
     ids = [f"c{i}" for i in range(6)]
     by_id = dict(zip(ids, client_datasets(6)))
     paths = {1: tmp_path / "after-1.npz", 2: tmp_path / "after-2.npz"}
-    state, _ = training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
-                                   clients_per_round=2, verbose=False, snapshots=paths)
+    settings = runs.TUTORIAL.replace(rounds=2, clients_per_round=2)
+    state, _ = training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings, verbose=False,
+                                   snapshots=paths)
     final = process.get_model_weights(state).trainable
     after_two, after_one = (training.load_weights(paths[r]).trainable for r in (2, 1))
     assert len(after_two) == len(final) == 8
@@ -239,8 +242,8 @@ def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path)
         np.testing.assert_array_equal(saved, expected)
     assert any(np.abs(a - b).max() > 0 for a, b in zip(after_one, after_two))
     with pytest.raises(ValueError, match=r"snapshot rounds \[3\] are outside this run's rounds 1..2"):
-        training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, num_rounds=2,
-                            clients_per_round=2, verbose=False, snapshots={3: tmp_path / "x.npz"})
+        training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings, verbose=False,
+                            snapshots={3: tmp_path / "x.npz"})
 
 
 def test_tfmot_bitpacking_notice_is_silenced_and_other_warnings_are_not(caplog):

@@ -264,7 +264,7 @@ def test_the_sweep_starts_where_notebook_03s_long_run_keeps_its_model(monkeypatc
     long_settings = runs.run_settings("long", clients=12)  # as notebook 03 builds it
     settings = sweep.sweep_settings(clients=12)
     assert sweep.warm_start_path(settings) == runs.kept_models(long_settings)[settings.warm_rounds]
-    assert sweep.warm_rounds <= long_settings.rounds
+    assert settings.warm_rounds <= long_settings.rounds
 
 
 def test_warm_start_must_end_before_the_long_runs_drop():

@@ -46,7 +46,7 @@ for module, name in [("stages", "NonUniformQuantizationEncodingStage"), ("stages
                      ("stages", "AdaptiveRangeQuantizationEncodingStage"), ("huffman", "code_lengths"),
                      ("solutions", "HuffmanEncodingStage")]:
     try:
-        getattr(importlib.import_module("helpers." + module), name)
+        getattr(importlib.import_module("helpers.exercises." + module), name)
         print("IMPORTED", module, name)
     except ImportError as error:
         print("refused:", module, name, "|", error)
@@ -66,7 +66,7 @@ def test_release_withholds_the_solutions(course):
     for fragment in ("tf.searchsorted(thresholds", "tf.stack([big, big, weight[a] + weight[b]])", "BEGIN SOLUTION",
                      "tf.random.uniform(tf.shape(x), dtype=x.dtype) < scaled - floor"):  # one line of each answer
         assert not any(fragment in text for text in texts), fragment
-        assert fragment == "BEGIN SOLUTION" or fragment in (ROOT / "helpers" / "solutions.py").read_text()
+        assert fragment == "BEGIN SOLUTION" or fragment in (ROOT / "helpers" / "exercises" / "solutions.py").read_text()
     notebook = (release / grading.NOTEBOOK).read_text()
     assert "hidden_check(" not in notebook and "BEGIN HIDDEN TESTS" not in notebook
 

@@ -161,7 +161,7 @@ def test_sweep_rows_are_cached_under_their_settings_methods_and_code(tmp_path, m
 
     monkeypatch.setattr(sweep, "warm_start", lambda *args, **kwargs: None)
     monkeypatch.setattr(training, "train_fed_avg", train_fed_avg)
-    monkeypatch.setattr(training, "build_for", lambda *args: "a built process")
+    monkeypatch.setattr(training, "build_fed_avg", lambda *args: "a built process")
     settings = sweep.sweep_settings(clients=12)
     sign = "rotated 1-bit sign (DRIVE)"
     rows = [(sweep.IDENTITY, sweep.IDENTITY), (sweep.IDENTITY, sign)]

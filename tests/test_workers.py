@@ -147,10 +147,10 @@ def test_bad_values_name_the_expected_forms(monkeypatch, value, problem):
         workers.apply_environment()
 
 
-@pytest.mark.parametrize("spec", [True, 2.0, None, [], ["127.0.0.1:8000", 5]])
-def test_bad_python_specs_are_refused(spec):
+@pytest.mark.parametrize("value", [True, 2.0, None, [], ["127.0.0.1:8000", 5]])
+def test_bad_python_specs_are_refused(value):
     with pytest.raises(spec.WorkersSpecError, match="COURSE_WORKERS expects either"):
-        spec.parse_spec(spec)
+        spec.parse_spec(value)
 
 
 def test_unset_or_empty_runs_in_one_local_process(monkeypatch):

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import exercises, sizing
-from helpers.exercises import checks, stages
+from helpers import sizing
+from helpers.exercises import checks, records, stages
 from helpers.exercises.runner import describe_error, update_like
 
 SEED = 2026  # another seed than the visible checks'
@@ -36,7 +36,7 @@ def hidden_check(stage_cls, kind, seed=SEED):
 
     Returns the line; raises ``AssertionError`` with it if the stage fails.
     """
-    record = exercises.exercise(kind)
+    record = records.exercise(kind)
     tests = {"nonuniform": _nonuniform, "lossless": _lossless, "adaptive": _adaptive}
     if record.kind not in tests:
         raise ValueError(f"exercise {kind!r} has no hidden test; the hidden tests are for a, b and c.")

@@ -48,8 +48,8 @@ import sys
 import threading
 import time
 
-from helpers.workers import connection, processes, spec
-from helpers.workers.spec import ENV, WorkersSpecError
+from helpers.workers import connection, processes
+from helpers.workers.spec import ENV, FORMS, WorkersSpecError, parse_spec
 
 
 def split_counts(num_clients, num_workers):
@@ -77,7 +77,7 @@ class Workers:
 
     def __init__(self, spec, concurrency=-1, connect_timeout=connection.CONNECT_TIMEOUT_S,
                  retry_timeout=connection.RETRY_TIMEOUT_S, max_retries=connection.MAX_RETRIES):
-        parsed = spec.parse_spec(spec)
+        parsed = parse_spec(spec)
         self.closed = False
         self.contexts = []
         self.local = (processes.start_local_workers(parsed, concurrency)
@@ -240,7 +240,7 @@ def workers(spec, **options):
 def local_workers(count, **options):
     """``with local_workers(2) as group:`` starts ``count`` workers on this machine for the block."""
     if isinstance(count, bool) or not isinstance(count, int):
-        raise WorkersSpecError(f"local_workers takes a number of workers, got {count!r}. {spec.FORMS}")
+        raise WorkersSpecError(f"local_workers takes a number of workers, got {count!r}. {FORMS}")
     return workers(count, **options)
 
 
@@ -273,7 +273,7 @@ def apply_environment():
         _state["applied_env"] = True
         return _state["active"]
     try:
-        spec.parse_spec(value)
+        parse_spec(value)
     except WorkersSpecError as error:
         raise WorkersSpecError(f"{ENV}={value!r} is not understood: {error}") from None
     group = use_workers(value)
@@ -287,5 +287,5 @@ def _close_open_groups():
 
 
 # At exit, release the groups first, so that slices still running end quietly. This hook is
-# registered after worker_processes' (imported above), and atexit runs the last registered first.
+# registered after processes' (imported above), and atexit runs the last registered first.
 atexit.register(_close_open_groups)
