@@ -11,8 +11,8 @@
 #   make memory   peak memory of every notebook (fast and full size) and its growth: outputs/bench/memory.{json,md}
 #   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
 #   make exercises   the self-study student notebook 05 from its solutions notebook (nbgrader's preprocessors)
-#   make assignment  notebook 05's nbgrader release, solutions withheld (COURSE=outputs/course)
-#   make grade       autograde a folder of submissions: feedback HTML + grades.csv (SUBMISSIONS=<folder>)
+#   make assignment  nbgrader releases, solutions withheld: ps05 (notebook 05) and questions (01-04, 06) (COURSE=outputs/course)
+#   make grade       autograde a folder of submissions: feedback HTML + grades.csv (SUBMISSIONS=<folder> ASSIGNMENT=ps05|questions)
 #   make lock     regenerate requirements.txt (hash-pinned) from requirements.in
 #   make workers  one TFF worker on this machine for another machine's driver (PORT=8000 CONCURRENCY=-1)
 SHELL := /bin/bash
@@ -96,15 +96,16 @@ workers: env
 exercises: env
 	$(PY) scripts/make_exercises.py
 
-# Notebook 05 as an nbgrader assignment (INSTRUCTOR.md, "Grading a class"). COURSE: the nbgrader course folder;
-# TIMEOUT: seconds a cell may run (default in scripts/grading.py); COURSE_FAST=0 grades at full size.
+# Notebook 05, and the questions of 01-04 and 06, as nbgrader assignments (INSTRUCTOR.md, "Grading a class").
+# COURSE: the nbgrader course folder; ASSIGNMENT: ps05 (default) or questions; TIMEOUT: seconds a cell may run
+# (default in scripts/grading.py); COURSE_FAST=0 grades at full size.
 COURSE ?= outputs/course
 assignment: env exercises
 	$(PY) scripts/grading.py assignment --course "$(COURSE)" $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 grade: env
-	@if [ -z "$(SUBMISSIONS)" ]; then echo "make grade needs SUBMISSIONS=<folder> (one <student>.ipynb or <student>/ folder each)" >&2; exit 2; fi
-	$(PY) scripts/grading.py grade "$(SUBMISSIONS)" --course "$(COURSE)" $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	@if [ -z "$(SUBMISSIONS)" ]; then echo "make grade needs SUBMISSIONS=<folder> (one <student>/ folder each, or <student>.ipynb for ps05; ASSIGNMENT=questions for 01-04 and 06)" >&2; exit 2; fi
+	$(PY) scripts/grading.py grade "$(SUBMISSIONS)" --course "$(COURSE)" $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 	@scripts/check_no_workers.sh
 
 # Regenerate the locks from requirements.in / requirements-tff.in (docs/environment.md).

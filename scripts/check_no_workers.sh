@@ -12,7 +12,8 @@ fi
 sleep 1  # workers of processes that just exited may still be stopping
 ours=()
 for pid in $(pgrep -x worker_binary); do
-  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "COURSE_RUN_ID=$COURSE_RUN_ID"; then
+  # { ... } 2>/dev/null: a worker may exit between pgrep and the read, and bash reports that redirect itself
+  if { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qxF "COURSE_RUN_ID=$COURSE_RUN_ID"; then
     ours+=("$pid")
   fi
 done

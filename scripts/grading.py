@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Notebook 05 as an nbgrader assignment: write the release, autograde submissions, give feedback and grades.
+"""The course as nbgrader assignments: write the releases, autograde submissions, give feedback and grades.
 
-    python scripts/grading.py assignment [--course DIR]             (make assignment)
-    python scripts/grading.py grade SUBMISSIONS [--course DIR]      (make grade SUBMISSIONS=...)
+    python scripts/grading.py assignment [--course DIR]                                (make assignment)
+    python scripts/grading.py grade SUBMISSIONS [--assignment ps05|questions] [--course DIR]
+                                                           (make grade SUBMISSIONS=... [ASSIGNMENT=questions])
 
 ``assignment`` builds an nbgrader course in ``DIR`` (default
-``outputs/course``, a real gradebook in ``DIR/gradebook.db``):
+``outputs/course``, a real gradebook in ``DIR/gradebook.db``) with two assignments:
 
 - ``source/ps05/``: the solutions notebook with the student introduction
   (the same :class:`make_exercises.StudentSource` as the self-study copy), a
@@ -13,23 +14,29 @@
   ``ImportError`` (the reference solutions are withheld: ``exercises.solution``
   says so, and the checks raise, as nbgrader's test cells must) and the two
   lock inputs its setup cell reads;
-- ``release/ps05/``: what students get, from ``nbgrader generate_assignment``
-  (nbgrader's LockCells, ClearSolutions, ClearHiddenTests, ClearOutput, ...).
+- ``source/questions/``: notebooks 01-04 and 06 whose "Check your understanding"
+  checks are locked nbgrader test cells worth one point each
+  (:func:`graded_questions`), beside the same helpers and lock inputs;
+- ``release/<assignment>/``: what students get, from ``nbgrader generate_assignment``
+  (nbgrader's LockCells, ClearSolutions, ClearHiddenTests, ClearOutput, ...),
+  without ``helpers/exercises/hidden.py``: what the hidden tests try stays
+  with the grader (``autograde`` runs beside the source's copy).
 
-``grade`` takes a folder with one notebook per student (``SUBMISSIONS/<student
-id>.ipynb``, or ``SUBMISSIONS/<student id>/`` holding
-``05_custom_encoding_stages.ipynb``), copies them into the course's
-``submitted/`` folder and runs ``nbgrader autograde`` (one student at a time,
-timed; locked cells a student changed are restored), ``nbgrader
-generate_feedback`` (``feedback/<student>/ps05/*.html``) and ``nbgrader
-export`` (``grades.csv``: total and per-exercise scores). The notebooks run
-on the course's kernel (``helpers.config.KERNEL_NAME``), in fast mode unless
-``COURSE_FAST=0``, with a per-cell timeout of ``--timeout`` seconds (the
-slowest cell of the solved notebook in fast mode, measured, with a margin).
+``grade`` takes a folder with one student's work each (``SUBMISSIONS/<student
+id>/`` holding the assignment's notebooks; for ps05 also ``SUBMISSIONS/<student
+id>.ipynb``), copies them into the course's ``submitted/`` folder and runs
+``nbgrader autograde`` (one student at a time, timed; locked cells a student
+changed are restored), ``nbgrader generate_feedback``
+(``feedback/<student>/<assignment>/*.html``) and ``nbgrader export``
+(``grades.csv``: total and per-cell scores of every assignment graded so far).
+The notebooks run on the course's kernel (``helpers.config.KERNEL_NAME``), in
+fast mode unless ``COURSE_FAST=0``, with a per-cell timeout of ``--timeout``
+seconds (the slowest cell of the solved notebook in fast mode, measured, with a margin).
 """
 import argparse
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +53,15 @@ from make_exercises import StudentSource  # noqa: E402
 
 ASSIGNMENT = "ps05"
 NOTEBOOK = "05_custom_encoding_stages.ipynb"
+# The "Check your understanding" questions of the other notebooks, graded: one assignment of five notebooks.
+QUESTIONS = "questions"
+QUESTION_NOTEBOOKS = ("01_data.ipynb", "02_model.ipynb", "03_fedavg_baseline.ipynb", "04_fedavg_compressed.ipynb",
+                      "06_compression_frontier.ipynb")
+QUESTION_POINTS = 1
+NOTEBOOKS = {ASSIGNMENT: (NOTEBOOK,), QUESTIONS: QUESTION_NOTEBOOKS}
+UNGRADED_SENTENCE = "Nothing here is graded, and a cell with `...` only says that it is not answered yet."
+GRADED_SENTENCE = ("In this graded copy each question is worth one point: its check cell is locked, and the "
+                   "instructor's grader runs it again on your submitted notebook.")
 SOURCE = ROOT / "notebooks" / "solutions" / NOTEBOOK
 COURSE = ROOT / "outputs" / "course"
 LOCK_INPUTS = ("requirements.in", *setup.LOCK_INPUTS)  # helpers.setup reads the version bounds there
@@ -93,6 +109,14 @@ def nbgrader(course, *args, env=None):
     return result.stdout + result.stderr
 
 
+def copy_support(folder):
+    """Put beside an assignment's notebooks in ``folder``: ``helpers/`` without the solutions, and the lock inputs."""
+    shutil.copytree(ROOT / "helpers", folder / "helpers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (folder / "helpers" / "exercises" / "solutions.py").write_text(WITHHELD_STUB)
+    for name in LOCK_INPUTS:
+        shutil.copy2(ROOT / name, folder / name)
+
+
 def write_source(course):
     """Fill ``course/source/ps05/``: the notebook, helpers/ without the solutions, the lock inputs."""
     source = course / "source" / ASSIGNMENT
@@ -102,83 +126,137 @@ def write_source(course):
     notebook = nbformat.read(str(SOURCE), as_version=4)
     notebook, _ = StudentSource().preprocess(notebook, {})
     nbformat.write(notebook, str(source / NOTEBOOK))
-    shutil.copytree(ROOT / "helpers", source / "helpers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (source / "helpers" / "exercises" / "solutions.py").write_text(WITHHELD_STUB)
-    for name in LOCK_INPUTS:
-        shutil.copy2(ROOT / name, source / name)
+    copy_support(source)
+    return source
+
+
+def graded_questions(notebook):
+    """``notebook`` (a NotebookNode) with its "Check your understanding" graded: one locked test cell per question.
+
+    Each question's cell is split in two: the student's cell (everything up to
+    ``understanding.check``, ``answer = ...`` included) and the check, an
+    nbgrader test cell worth :data:`QUESTION_POINTS`. The section's intro says so.
+    """
+    cells, found = [], 0
+    for cell in notebook.cells:
+        ungraded = re.compile(r"\s+".join(map(re.escape, UNGRADED_SENTENCE.split())))  # across line breaks
+        if cell.cell_type == "markdown" and ungraded.search(cell.source):
+            cell.source = ungraded.sub(GRADED_SENTENCE, cell.source)
+            found += 1
+        match = re.search(r'^understanding\.check\("(\d\d\.\d)"', cell.source, re.M) if cell.cell_type == "code" else None
+        if match is None:
+            cells.append(cell)
+            continue
+        answer, check = cell.source[:match.start()].rstrip("\n"), cell.source[match.start():]
+        grade_id = "q" + match[1].replace(".", "_")  # nbgrader ids: letters, digits, _ and -
+        cells.append(nbformat.v4.new_code_cell(answer))
+        cells.append(nbformat.v4.new_code_cell(check, metadata={"nbgrader": {
+            "grade": True, "solution": False, "locked": True, "points": QUESTION_POINTS, "grade_id": grade_id,
+            "schema_version": 3}}))
+    if found != 1 or not any("nbgrader" in c.metadata for c in cells):
+        raise ValueError(f"{notebook.metadata.get('name', 'a notebook')}: its \"Check your understanding\" no longer "
+                         f"reads {UNGRADED_SENTENCE!r} once, or checks nothing: update scripts/grading.py.")
+    notebook.cells = cells
+    return notebook
+
+
+def write_questions_source(course):
+    """Fill ``course/source/questions/``: notebooks 01-04 and 06 with graded questions, helpers/, the lock inputs."""
+    source = course / "source" / QUESTIONS
+    if source.exists():
+        shutil.rmtree(source)
+    source.mkdir(parents=True)
+    for name in QUESTION_NOTEBOOKS:
+        notebook = nbformat.read(str(ROOT / "notebooks" / name), as_version=4)
+        notebook.metadata["name"] = name
+        nbformat.write(graded_questions(notebook), str(source / name))
+    copy_support(source)
     return source
 
 
 def assignment(course=COURSE, timeout=TIMEOUT):
-    """Write the nbgrader source and release of notebook 05 in ``course``; returns the release folder."""
+    """Write the nbgrader sources and releases (ps05 and the questions) in ``course``; returns ps05's release folder."""
     course = pathlib.Path(course).resolve()
     write_config(course, timeout)
     write_source(course)
-    nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
-    release = course / "release" / ASSIGNMENT
-    print(f"release: {release} (give students this folder; its helpers/ withholds the solutions)")
-    return release
+    write_questions_source(course)
+    for assignment_id in (ASSIGNMENT, QUESTIONS):
+        nbgrader(course, "generate_assignment", assignment_id, "--force")
+        release = course / "release" / assignment_id
+        (release / "helpers" / "exercises" / "hidden.py").unlink()  # what the hidden tests try stays with the grader
+        print(f"release: {release} (give students this folder; its helpers/ withholds the solutions)")
+    return course / "release" / ASSIGNMENT
 
 
-def submissions_in(folder):
-    """``{student id: notebook path}`` from ``folder`` (``<id>.ipynb`` files or ``<id>/`` folders)."""
+def submissions_in(folder, notebooks=(NOTEBOOK,)):
+    """``{student id: [notebook paths]}`` from ``folder``: ``<id>/`` folders holding ``notebooks`` (any of them).
+
+    With one notebook (ps05), ``<id>.ipynb`` files count too.
+    """
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise SystemExit(f"{folder} is not a folder: pass a folder of submissions (SUBMISSIONS=<folder>), with "
-                         f"one <student id>.ipynb or <student id>/{NOTEBOOK} per student.")
+                         f"one {'<student id>.ipynb or ' if len(notebooks) == 1 else ''}<student id>/ holding "
+                         f"{', '.join(notebooks)} per student.")
     found = {}
     for entry in sorted(folder.iterdir()):
-        if entry.suffix == ".ipynb":
-            found[entry.stem] = entry
+        if entry.suffix == ".ipynb" and len(notebooks) == 1:
+            found[entry.stem] = [entry]
         elif entry.is_dir():
-            notebooks = sorted(entry.rglob(NOTEBOOK))
-            if not notebooks:
-                raise SystemExit(f"{entry} holds no {NOTEBOOK}: put each student's notebook under that name.")
-            found[entry.name] = notebooks[0]
+            paths = [next(iter(sorted(entry.rglob(name))), None) for name in notebooks]
+            if not any(paths):
+                raise SystemExit(f"{entry} holds none of {', '.join(notebooks)}: put each student's notebooks "
+                                 "under those names.")
+            found[entry.name] = [path for path in paths if path]
     if not found:
-        raise SystemExit(f"{folder} holds no submissions: expected <student id>.ipynb files or "
-                         f"<student id>/{NOTEBOOK}.")
+        raise SystemExit(f"{folder} holds no submissions: expected <student id>/ folders holding "
+                         f"{', '.join(notebooks)}.")
     return found
 
 
-def grade(submissions, course=COURSE, timeout=TIMEOUT):
-    """Autograde every submission in ``submissions``; write feedback and ``grades.csv``.
+def grade(submissions, course=COURSE, timeout=TIMEOUT, assignment_id=ASSIGNMENT):
+    """Autograde every submission of ``assignment_id`` in ``submissions``; write feedback and ``grades.csv``.
 
     Returns ``{student id: seconds its autograde took}``.
     """
     course = pathlib.Path(course).resolve()
-    if not (course / "release" / ASSIGNMENT / NOTEBOOK).exists():
-        raise SystemExit(f"{course} has no release of {ASSIGNMENT}: run `make assignment` (or "
+    notebooks = NOTEBOOKS[assignment_id]
+    if not (course / "release" / assignment_id / notebooks[0]).exists():
+        raise SystemExit(f"{course} has no release of {assignment_id}: run `make assignment` (or "
                          "scripts/grading.py assignment --course ...) first.")
     write_config(course, timeout)
-    students = submissions_in(submissions)
+    students = submissions_in(submissions, notebooks)
     env = {"COURSE_FAST": os.environ.get("COURSE_FAST", "1"), "COURSE_HEADLESS": "1",
            "COURSE_OUTPUT_DIR": str(course / "outputs")}
     seconds = {}
-    for student, path in students.items():
-        target = course / "submitted" / student / ASSIGNMENT
+    for student, paths in students.items():
+        target = course / "submitted" / student / assignment_id
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target / NOTEBOOK)
+        for path in paths:
+            shutil.copy2(path, target / path.name)
         start = time.monotonic()
-        nbgrader(course, "autograde", ASSIGNMENT, f"--student={student}", "--create", "--force", env=env)
+        nbgrader(course, "autograde", assignment_id, f"--student={student}", "--create", "--force", env=env)
         seconds[student] = time.monotonic() - start
-        print(f"autograded {student} in {seconds[student]:.0f} s")
-    nbgrader(course, "generate_feedback", ASSIGNMENT, "--force")
+        print(f"autograded {student} ({assignment_id}) in {seconds[student]:.0f} s")
+    nbgrader(course, "generate_feedback", assignment_id, "--force")
     nbgrader(course, "export", "--to", str(course / "grades.csv"))
-    for student in students:
-        print(f"feedback: {course / 'feedback' / student / ASSIGNMENT / NOTEBOOK.replace('.ipynb', '.html')}")
+    for student, paths in students.items():
+        for path in paths:
+            print(f"feedback: {course / 'feedback' / student / assignment_id / path.name.replace('.ipynb', '.html')}")
     print(f"grades: {course / 'grades.csv'}; {sum(seconds.values()) / len(seconds):.0f} s per submission "
           f"(per-cell timeout {timeout} s, {'fast' if env['COURSE_FAST'] != '0' else 'full'} mode)")
     return seconds
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Notebook 05 as an nbgrader assignment.")
+    parser = argparse.ArgumentParser(description="Notebook 05 and the questions of the others as nbgrader assignments.")
     parser.add_argument("command", choices=("assignment", "grade"))
     parser.add_argument("submissions", nargs="?", help="grade: a folder of submissions")
     parser.add_argument("--course", type=pathlib.Path, default=COURSE,
                         help=f"the nbgrader course folder (default {COURSE.relative_to(ROOT)})")
     parser.add_argument("--timeout", type=int, default=TIMEOUT, help="seconds a cell may run (default %(default)s)")
+    parser.add_argument("--assignment", choices=sorted(NOTEBOOKS), default=ASSIGNMENT,
+                        help="grade: which assignment the submissions are (default %(default)s)")
     args = parser.parse_args(argv)
     if args.timeout < 1:
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}.")
@@ -188,7 +266,7 @@ def main(argv=None):
         parser.error("grade needs a folder of submissions: scripts/grading.py grade SUBMISSIONS "
                      "(make grade SUBMISSIONS=<folder>).")
     else:
-        grade(args.submissions, args.course, args.timeout)
+        grade(args.submissions, args.course, args.timeout, args.assignment)
     return 0
 
 

@@ -62,3 +62,30 @@ def endless_loop(release, solution):
             return source
         return source.replace(ROUNDING, ROUNDING + "        while True:  # a bug: never ends\n            pass\n")
     return solved(release, solution, change)
+
+
+# ------------------------------------------------- the questions of notebooks 01-04 and 06 --
+
+def _question_id(cell):
+    """``"02.1"`` for the graded check cell of question 02.1, else None."""
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+    return grade_id[1:].replace("_", ".") if re.fullmatch(r"q\d\d_\d", grade_id) else None
+
+
+def questions_answered(release, answers):
+    """A release notebook of the questions assignment with each ``answer = ...`` line replaced by ``answers[qid]``."""
+    notebook = nbformat.from_dict(release)
+    for before, cell in zip(notebook.cells, notebook.cells[1:]):
+        qid = _question_id(cell)
+        if qid:
+            before.source = re.sub(r"(?m)^answer = \.\.\..*$", lambda _: answers[qid], before.source)
+    return notebook
+
+
+def question_check_passed(release, qid):
+    """The release notebook, unanswered, with question ``qid``'s locked check cell edited to ``pass``."""
+    notebook = nbformat.from_dict(release)
+    for cell in notebook.cells:
+        if _question_id(cell) == qid:
+            cell.source = "pass"
+    return notebook

@@ -1,8 +1,9 @@
-"""Notebook 05 as an nbgrader assignment: the release withholds the solutions, the hidden tests, and (slow) a
-real nbgrader course that autogrades five kinds of submissions (issue 23, "Done when")."""
+"""Notebook 05 and the questions of 01-04 and 06 as nbgrader assignments: the releases withhold the solutions
+and the hidden tests, and (slow) a real nbgrader course autogrades kinds of submissions of both (issue 23)."""
 import csv
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,8 @@ def test_release_withholds_the_solutions(course):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert f"helpers: {release / 'helpers' / '__init__.py'}" in out  # the release's own helpers, not the repo's
+    assert not (release / "helpers" / "exercises" / "hidden.py").exists()  # what the hidden tests try stays hidden
+    assert (course / "source" / grading.ASSIGNMENT / "helpers" / "exercises" / "hidden.py").exists()  # the grader's
     assert exercises.WITHHELD_MESSAGE in out
     assert "IMPORTED" not in out and out.count("refused:") == 5, out
     assert "the instructor withheld the solutions in this graded release" in out
@@ -138,8 +141,32 @@ def test_grade_names_a_bad_submissions_folder(tmp_path):
     with pytest.raises(SystemExit, match="holds no submissions"):
         grading.submissions_in(tmp_path)
     (tmp_path / "ada").mkdir()
-    with pytest.raises(SystemExit, match="holds no 05_custom_encoding_stages.ipynb"):
+    with pytest.raises(SystemExit, match="holds none of 05_custom_encoding_stages.ipynb"):
         grading.submissions_in(tmp_path)
+
+
+@pytest.mark.parametrize("name", grading.QUESTION_NOTEBOOKS)
+def test_every_question_is_a_locked_check_worth_one_point_in_the_release(course, name):
+    ours = nbformat.read(str(ROOT / "notebooks" / name), as_version=4)
+    asked = [re.search(r'understanding\.check\("(\d\d\.\d)"', c.source)[1] for c in ours.cells
+             if c.cell_type == "code" and "understanding.check(" in c.source]
+    release = nbformat.read(str(course / "release" / grading.QUESTIONS / name), as_version=4)
+    graded = [(i, c) for i, c in enumerate(release.cells) if c.metadata.get("nbgrader", {}).get("grade")]
+    assert [c.metadata.nbgrader.grade_id for _, c in graded] == [f"q{q.replace('.', '_')}" for q in asked]
+    assert all(c.metadata.nbgrader.points == 1 and c.metadata.nbgrader.locked for _, c in graded)
+    assert all(c.source.startswith("understanding.check(") for _, c in graded)
+    assert all(re.search(r"(?m)^answer = \.\.\.", release.cells[i - 1].source) for i, _ in graded)
+    assert sum(grading.GRADED_SENTENCE in c.source for c in release.cells) == 1
+
+
+def test_question_submissions_are_folders_of_notebooks(tmp_path):
+    (tmp_path / "ada.ipynb").write_text("{}")  # a loose notebook cannot say which of the five it is
+    with pytest.raises(SystemExit, match="holds no submissions"):
+        grading.submissions_in(tmp_path, grading.QUESTION_NOTEBOOKS)
+    (tmp_path / "ada" / "deep").mkdir(parents=True)
+    (tmp_path / "ada" / "deep" / "02_model.ipynb").write_text("{}")
+    assert grading.submissions_in(tmp_path, grading.QUESTION_NOTEBOOKS) == {
+        "ada": [tmp_path / "ada" / "deep" / "02_model.ipynb"]}
 
 
 # ------------------------------------------------------------ the whole course, slow --
@@ -179,6 +206,36 @@ def test_nbgrader_course_grades_five_submissions(course, tmp_path):
     assert seconds["endless_loop"] < 4 * grading.TIMEOUT + 180, seconds
     htmls = sorted(p.parent.parent.name for p in (course / "feedback").rglob("*.html"))
     assert htmls == sorted(SUBMISSIONS)
+    print({name: round(s) for name, s in seconds.items()})
+
+
+@pytest.mark.slow
+def test_nbgrader_grades_the_questions_of_notebooks_01_to_04_and_06(course, tmp_path):
+    """The questions assignment: answered, unanswered, and a locked check edited to `pass` (about 8 minutes)."""
+    from helpers.exercises import solutions
+    folder = tmp_path / "questions"
+    for name in grading.QUESTION_NOTEBOOKS:
+        release = nbformat.read(str(course / "release" / grading.QUESTIONS / name), as_version=4)
+        for student, notebook in [
+                ("answered", grading_submissions.questions_answered(release, solutions.QUESTION_ANSWERS)),
+                ("unanswered", release),
+                ("check_cell_passed", grading_submissions.question_check_passed(release, "02.1"))]:
+            (folder / student).mkdir(parents=True, exist_ok=True)
+            nbformat.write(notebook, str(folder / student / name))
+    seconds = grading.grade(folder, course, assignment_id=grading.QUESTIONS)
+    with open(course / "grades.csv") as handle:
+        rows = {row["student_id"]: row for row in csv.DictReader(handle) if row["assignment"] == grading.QUESTIONS}
+    questions = [f"q{qid.replace('.', '_')}" for qid in solutions.QUESTION_ANSWERS]
+    score = {name: {k: float(row[k]) for k in questions + ["score", "max_score"]} for name, row in rows.items()}
+    assert score["answered"] == dict({q: 1 for q in questions}, score=10, max_score=10)
+    assert score["unanswered"] == dict({q: 0 for q in questions}, score=0, max_score=10)
+    assert score["check_cell_passed"] == score["unanswered"]  # the locked check was restored, and failed
+    graded = nbformat.read(str(course / "autograded" / "check_cell_passed" / grading.QUESTIONS / "02_model.ipynb"),
+                           as_version=4)
+    restored = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "q02_1"]
+    assert restored[0].source == 'understanding.check("02.1", answer)'
+    feedback = course / "feedback" / "unanswered" / grading.QUESTIONS / "02_model.html"
+    assert "Question 02.1: not answered yet" in feedback.read_text()
     print({name: round(s) for name, s in seconds.items()})
 
 

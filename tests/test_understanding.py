@@ -92,3 +92,22 @@ def test_common_mistakes_get_their_own_reason(qid, answer, reason):
 def test_an_unknown_question_is_named():
     with pytest.raises(ValueError, match="unknown question '07.1'"):
         understanding.check("07.1", 1)
+
+
+@pytest.mark.parametrize("qid", sorted(understanding.QUESTIONS))
+def test_the_instructors_reference_answer_is_right(qid):
+    """solutions.QUESTION_ANSWERS (what `make assignment`'s key holds) answers each question in its notebook's terms."""
+    import math
+
+    from helpers import compression, data, runs
+    from helpers.exercises import solutions
+    extra = context(qid)
+    rows = understanding.model_rows()
+    namespace = dict(math=math, compression=compression, data=data, frontier=frontier, runs=runs, rows=rows,
+                     bits_per_copy=sum(row["bits"] for row in rows), first_client=extra.get("dataset"),
+                     table=extra.get("table"))
+    if qid == "04.2":
+        exec(solutions.QUESTION_ANSWERS["04.1"], namespace)
+    exec(solutions.QUESTION_ANSWERS[qid], namespace)
+    assert understanding.evaluate(qid, namespace["answer"], **extra) == \
+        ("right", understanding.evaluate(qid, understanding.QUESTIONS[qid].expected(**extra), **extra)[1])

@@ -2,7 +2,10 @@
 
 - :func:`nearest_level` and :class:`NonUniformQuantizationEncodingStage` (a);
 - :func:`code_lengths` (Huffman's merges) and :class:`HuffmanEncodingStage` (b);
-- :class:`AdaptiveRangeQuantizationEncodingStage` (c).
+- :class:`AdaptiveRangeQuantizationEncodingStage` (c);
+- :data:`QUESTION_ANSWERS`: the code that answers each "Check your understanding" question of notebooks
+  01-04 and 06, from the variables of its notebook (``make assignment``'s graded questions are checked
+  against it).
 
 This module is the only place the answers live. A graded release (``make
 assignment``) ships ``helpers/`` without it: :mod:`helpers.exercises.stages` and
@@ -309,3 +312,23 @@ class AdaptiveRangeQuantizationEncodingStage(te.core.AdaptiveEncodingStageInterf
         max_value = tf.cast(decode_params[self.MAX_VALUE_KEY], quantized.dtype)
         summands = 1.0 if num_summands is None else tf.cast(num_summands, quantized.dtype)
         return quantized / max_value * 2 * value_range - value_range * summands
+
+
+
+# The answer to each question of notebooks 01-04 and 06, as the lines that replace `answer = ...` in its cell
+# (helpers.exercises.understanding checks them; the variables are the notebook's own).
+QUESTION_ANSWERS = {
+    "01.1": "answer = -(-sum(1 for _ in first_client) // data.BATCH_SIZE)  # the last, partial batch counts",
+    "01.2": "answer = 1 / 2  # the model goes down, an update of the same size comes back",
+    "02.1": 'answer = sum(row["bits"] for row in rows)',
+    "02.2": 'answer = max(row["bits"] for row in rows) / sum(row["bits"] for row in rows)',
+    "03.1": "answer = 2 * runs.LONG_RUN.rounds * runs.LONG_RUN.clients_per_round * bits_per_copy",
+    "03.2": "answer = runs.LONG_RUN.clients_per_round * bits_per_copy / 2**20",
+    "04.1": ("upload = sum(32 * -(-8 * row[\"parameters\"] // 28) + 2 * 32\n"
+             "             if row[\"parameters\"] > compression.DEFAULT_THRESHOLD else row[\"bits\"] for row in rows)\n"
+             "answer = upload"),
+    "04.2": "answer = sum(row[\"bits\"] for row in rows) / upload",
+    "06.1": ("best = frontier.best_within(table, frontier.AGGREGATION_ONLY, \"reduction (aggregated)\", 1.0, 1.0)\n"
+             "answer = None if best is None else best[\"aggregation\"]"),
+    "06.2": "answer = (32 * -(-2 * 1_605_632 // 28) + 2 * 32) / 1_605_632",
+}
