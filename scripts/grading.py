@@ -75,6 +75,9 @@ WITHHELD_STUB = (
 # 12 s in fast mode on 2 shared cores (INSTRUCTOR.md, "Grading"); 60 s leaves room for a loaded machine.
 # Full size (COURSE_FAST=0) trains longer: measure, and pass --timeout.
 TIMEOUT = 60
+# The questions assignment runs notebooks 03, 04 and 06, whose training cells are longer: 06's sweep cell took
+# more than 60 s in fast mode on the same machine (a grading run stopped it there), so 300 s.
+TIMEOUTS = {ASSIGNMENT: TIMEOUT, QUESTIONS: 300}
 NBGRADER_CONFIG = """\
 # Written by scripts/grading.py: the course's nbgrader settings.
 c = get_config()
@@ -214,12 +217,14 @@ def submissions_in(folder, notebooks=(NOTEBOOK,)):
     return found
 
 
-def grade(submissions, course=COURSE, timeout=TIMEOUT, assignment_id=ASSIGNMENT):
+def grade(submissions, course=COURSE, timeout=None, assignment_id=ASSIGNMENT):
     """Autograde every submission of ``assignment_id`` in ``submissions``; write feedback and ``grades.csv``.
 
+    ``timeout``: seconds a cell may run (default :data:`TIMEOUTS` of the assignment).
     Returns ``{student id: seconds its autograde took}``.
     """
     course = pathlib.Path(course).resolve()
+    timeout = timeout or TIMEOUTS[assignment_id]
     notebooks = NOTEBOOKS[assignment_id]
     if not (course / "release" / assignment_id / notebooks[0]).exists():
         raise SystemExit(f"{course} has no release of {assignment_id}: run `make assignment` (or "
@@ -254,14 +259,15 @@ def main(argv=None):
     parser.add_argument("submissions", nargs="?", help="grade: a folder of submissions")
     parser.add_argument("--course", type=pathlib.Path, default=COURSE,
                         help=f"the nbgrader course folder (default {COURSE.relative_to(ROOT)})")
-    parser.add_argument("--timeout", type=int, default=TIMEOUT, help="seconds a cell may run (default %(default)s)")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help=f"seconds a cell may run (default {', '.join(f'{k} {v}' for k, v in TIMEOUTS.items())})")
     parser.add_argument("--assignment", choices=sorted(NOTEBOOKS), default=ASSIGNMENT,
                         help="grade: which assignment the submissions are (default %(default)s)")
     args = parser.parse_args(argv)
-    if args.timeout < 1:
+    if args.timeout is not None and args.timeout < 1:
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}.")
     if args.command == "assignment":
-        assignment(args.course, args.timeout)
+        assignment(args.course, args.timeout or TIMEOUT)
     elif not args.submissions:
         parser.error("grade needs a folder of submissions: scripts/grading.py grade SUBMISSIONS "
                      "(make grade SUBMISSIONS=<folder>).")
