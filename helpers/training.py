@@ -65,7 +65,7 @@ def _round_record(round_num, clients, seconds, metrics, previous):
 def format_round(record):
     """The per-round line: the clients' training loss and accuracy, the bits sent this round and in all, seconds.
 
-    ``round  10  clients' training loss 0.412, accuracy 87.2%  sent 507.62 Mibit each way (total 4.96 Gibit)  2.1 s``;
+    ``round  10  training loss 0.412, accuracy 87.2%  sent 507.62 Mibit each way (total 4.96 Gibit)  2.1 s``;
     when the two directions differ, ``sent 146.46 Mibit down, 507.62 Mibit up (totals ..., ...)``.
     """
     broadcast, aggregated = record["broadcast_bits"], record["aggregated_bits"]
@@ -75,7 +75,7 @@ def format_round(record):
     else:
         sent = (f"sent {sizing.format_bits(broadcast)} down, {sizing.format_bits(aggregated)} up "
                 f"(totals {sizing.format_bits(total_broadcast)}, {sizing.format_bits(total_aggregated)})")
-    return (f"round {record['round']:3d}  clients' training loss {record['loss']:.3f}, "
+    return (f"round {record['round']:3d}  training loss {record['loss']:.3f}, "
             f"accuracy {record['accuracy']:.1%}  {sent}  {record['seconds']:.1f} s")
 
 
@@ -147,8 +147,9 @@ def run_rounds(process, client_datasets_fn, client_ids, num_rounds, clients_per_
     started = time.perf_counter()
     every = line_every(num_rounds)
     if verbose:
-        print(f"{name}: {num_rounds} rounds of {clients_per_round} clients, a line every "
-              f"{'round' if every == 1 else f'{every} rounds'}; 'test' is the server's model on the test split")
+        print(f"{name}: {num_rounds} rounds of {clients_per_round} clients, "
+              f"{'a line per round' if every == 1 else f'a line every {every} rounds'} "
+              "(training: the clients' own data; test: the test split)")
     for round_num in bar:
         clients = sample_clients(client_ids, clients_per_round, seeds.sampling_rng(seed, round_num))
         with seeds.round_seeds(seed, round_num):
