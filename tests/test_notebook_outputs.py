@@ -92,5 +92,16 @@ def runs_history():
     return History("run", {})
 
 
-def test_the_sweep_prints_a_line_per_row_not_per_seed():
-    assert len(frontier.SWEEP) + 5 <= notebook_outputs.MAX_LINES  # row lines plus a few around them
+def test_the_sweep_prints_a_line_per_row_not_per_seed(monkeypatch, capsys):
+    from helpers.history import History
+
+    def paired(*args, line_per_seed=True, **kwargs):
+        assert not line_per_seed, "the sweep's row line already gives every seed's accuracy"
+        return [History("row", {}, [], [{"round": 20, "accuracy": 0.95, "loss": 0.2}]) for _ in range(3)]
+
+    monkeypatch.setattr(frontier.training, "train_paired", paired)
+    settings = frontier.SWEEP_RUN.replace(warm_rounds=0)
+    frontier.run_sweep(None, settings, None, None, run_seeds=(0, 1, 2))
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if line.startswith("row ")]) == len(frontier.SWEEP)
+    assert len(lines) + 3 <= notebook_outputs.MAX_LINES, lines  # and the cell's few lines around them
