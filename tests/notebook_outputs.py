@@ -10,11 +10,16 @@ MAX_LINES = 40
 def output_text(output):
     """The text a student sees for one output of a cell (an image or HTML counts as none)."""
     if output.get("output_type") == "stream":
-        return output.get("text", "")
+        return _joined(output.get("text", ""))
     data = output.get("data", {})
     if any(key in data for key in ("image/png", "text/html", "application/vnd.jupyter.widget-view+json")):
         return ""
-    return str(data.get("text/plain", ""))
+    return _joined(data.get("text/plain", ""))
+
+
+def _joined(text):
+    """A saved notebook may store text as a list of lines (nbformat's multiline strings)."""
+    return "".join(text) if isinstance(text, list) else str(text)
 
 
 def cell_lines(outputs):
