@@ -92,9 +92,16 @@ def pytest_ignore_collect(collection_path, config):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    """After each notebook cell under nbval: every figure must be an image, and nothing goes to stderr."""
+    """After each notebook cell under nbval: every figure must be an image, nothing goes to stderr, and the
+    cell prints at most tests/notebook_outputs.MAX_LINES lines."""
     yield
     outputs = getattr(item, "test_outputs", None) or []
+    from tests import notebook_outputs
+    lines = notebook_outputs.cell_lines(outputs)
+    if lines > notebook_outputs.MAX_LINES:
+        text = "".join(notebook_outputs.output_text(output) for output in outputs)
+        raise AssertionError(f"{item.name} printed {lines} lines, more than a student reads "
+                             f"({notebook_outputs.MAX_LINES}); it starts:\n{text[:1500]}")
     for output in outputs:
         data = output.get("data", {})
         if "image/png" not in data and str(data.get("text/plain", "")).startswith("<Figure size"):

@@ -1,6 +1,6 @@
 """Encoded, measured communication for Federated Averaging.
 
-TFF 0.87 removed the seed tutorial's ``build_encoded_broadcast_process_from_model``
+TFF 0.87 removed the original tutorial's ``build_encoded_broadcast_process_from_model``
 and its sizing executor. This module brings both back, built from TFF's own
 templates:
 
@@ -66,7 +66,7 @@ def threshold_policy(make_encoder, threshold=DEFAULT_THRESHOLD):
 
 
 def uniform_quantization(bits=8, threshold=DEFAULT_THRESHOLD):
-    """The seed tutorial's policy: ``bits``-bit uniform quantization above ``threshold`` elements.
+    """The original tutorial's policy: ``bits``-bit uniform quantization above ``threshold`` elements.
 
     Returns :class:`EncoderFns`. ``bits`` must be an integer from 1 to 16.
     """

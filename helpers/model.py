@@ -1,6 +1,6 @@
 """The original FedAvg CNN (McMahan et al., 2017) and its TFF wrapper.
 
-``create_original_fedavg_cnn_model`` is the model of the seed tutorial: two
+``create_original_fedavg_cnn_model`` is the model of the original tutorial: two
 5x5 convolutions (32 and 64 filters), each followed by 2x2 max-pooling, a dense
 layer of 512 units and a softmax output. For 10 digit classes it has
 1,663,370 parameters; for the 62-class EMNIST variant 1,690,046.
@@ -40,7 +40,7 @@ def create_original_fedavg_cnn_model(only_digits=True):
 
 
 def input_spec(batch_size=None):
-    """The element spec of a preprocessed client dataset: ``(x, y)`` as in the seed tutorial."""
+    """The element spec of a preprocessed client dataset: ``(x, y)`` as in the original tutorial."""
     return (tf.TensorSpec([batch_size, *INPUT_SHAPE], tf.float32),
             tf.TensorSpec([batch_size], tf.int32))
 

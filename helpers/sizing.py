@@ -3,7 +3,7 @@
 Bits are counted from each tensor's dtype and number of elements, nothing else:
 ``bits = elements x bits-per-element``. A float32 tensor of 1,000 values is
 32,000 bits, whatever it encodes. Units printed by :func:`format_bits` are bit
-units (1 Kibit = 1,024 bits, 1 Mibit = 2**20 bits): the seed tutorial labelled
+units (1 Kibit = 1,024 bits, 1 Mibit = 2**20 bits): the original tutorial labelled
 bits as "MiB", which overstates them eight times.
 """
 import numpy as np

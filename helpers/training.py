@@ -3,9 +3,9 @@
 :func:`build_fed_avg` assembles ``build_weighted_fed_avg`` from
 :mod:`helpers.compression`'s encoded broadcast and mean, with the course's
 optimizers. :func:`run_rounds` is the course's training loop. Each round it samples
-clients with a seeded generator, runs ``process.next``, prints the seed
+clients with a seeded generator, runs ``process.next``, prints the original
 tutorial's per-round line (loss, accuracy, broadcast and aggregated bits, and
-their running totals), writes TensorBoard scalars, and every ``eval_every``
+their running totals) every :func:`line_every` rounds, writes TensorBoard scalars, and every ``eval_every``
 rounds evaluates the global model on the test split. It returns a
 :class:`helpers.runs.history.History`. :func:`train_fed_avg` trains one run of a
 :class:`helpers.runs.RunSettings`; :func:`train_paired` trains it once per seed,
@@ -64,14 +64,25 @@ def _round_record(round_num, clients, seconds, metrics, previous):
 
 
 def format_round(record):
-    """The per-round line: ``round  3, loss=..., accuracy=..., broadcast=... (total ...), aggregated=...``."""
-    return (f"round {record['round']:3d}, loss={record['loss']:.4f}, "
-            f"accuracy={record['accuracy']:.4f}, "
-            f"broadcast={sizing.format_bits(record['broadcast_bits'])} "
-            f"(total {sizing.format_bits(record['cumulative_broadcast_bits'])}), "
-            f"aggregated={sizing.format_bits(record['aggregated_bits'])} "
-            f"(total {sizing.format_bits(record['cumulative_aggregated_bits'])}), "
-            f"{record['seconds']:.1f} s")
+    """The per-round line: the clients' training loss and accuracy, the bits sent this round and in all, seconds.
+
+    ``round  10  training loss 0.412, accuracy 87.2%  sent 507.62 Mibit each way (total 4.96 Gibit)  2.1 s``;
+    when the two directions differ, ``sent 146.46 Mibit down, 507.62 Mibit up (totals ..., ...)``.
+    """
+    broadcast, aggregated = record["broadcast_bits"], record["aggregated_bits"]
+    total_broadcast, total_aggregated = record["cumulative_broadcast_bits"], record["cumulative_aggregated_bits"]
+    if (broadcast, total_broadcast) == (aggregated, total_aggregated):
+        sent = f"sent {sizing.format_bits(broadcast)} each way (total {sizing.format_bits(total_broadcast)})"
+    else:
+        sent = (f"sent {sizing.format_bits(broadcast)} down, {sizing.format_bits(aggregated)} up "
+                f"(totals {sizing.format_bits(total_broadcast)}, {sizing.format_bits(total_aggregated)})")
+    return (f"round {record['round']:3d}  training loss {record['loss']:.3f}, "
+            f"accuracy {record['accuracy']:.1%}  {sent}  {record['seconds']:.1f} s")
+
+
+def line_every(num_rounds):
+    """Print every how many rounds' line: every round up to 10 rounds, then every ``num_rounds // 10``-th."""
+    return max(1, num_rounds // 10)
 
 
 def _write_scalars(writer, step, values):
@@ -139,6 +150,11 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
     rounds = range(done + 1, num_rounds + 1)
     bar = progress.progress_bar(rounds, desc=name, unit="round") if verbose else rounds
     started = time.perf_counter()
+    every = line_every(num_rounds)
+    if verbose:
+        print(f"{name}: {num_rounds} rounds of {clients_per_round} clients, "
+              f"{'a line per round' if every == 1 else f'a line every {every} rounds'} "
+              "(training: the clients' own data; test: the test split)")
     for round_num in bar:
         clients = sample_clients(client_ids, clients_per_round, seeds.sampling_rng(seed, round_num))
         with seeds.round_seeds(seed, round_num):
@@ -150,7 +166,7 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
         record = _round_record(round_num, clients, seconds, output.metrics,
                                history.rounds[-1] if history.rounds else None)
         history.rounds.append(record)
-        if verbose:
+        if verbose and (round_num % every == 0 or round_num == num_rounds):
             print(f"{format_round(record)}  [{progress.time_left(started, round_num - done, num_rounds - done)}]")
         if writer:
             _write_scalars(writer, round_num, {k: v for k, v in record.items() if k != "round"})
@@ -161,7 +177,7 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
             result = dict(evaluate_fn(process.get_model_weights(state)), round=round_num)
             history.evals.append(result)
             if verbose:
-                print(f"          test: loss={result['loss']:.4f}, accuracy={result['accuracy']:.4f}")
+                print(f"round {round_num:3d}  test accuracy {result['accuracy']:.2%}, test loss {result['loss']:.3f}")
             if writer:
                 _write_scalars(writer, round_num, {"test/" + k: v for k, v in result.items()
                                                    if k != "round"})
@@ -252,7 +268,7 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, *, seed
 
 
 def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, name, key=None,
-                 initial_weights=None, verbose=False):
+                 initial_weights=None, verbose=False, line_per_seed=True):
     """Train the same FedAvg once per seed of ``run_seeds``; returns one :class:`History` per seed, in order.
 
     Every method trained with the same ``run_seeds`` gets, seed by seed, the
@@ -260,25 +276,30 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
     same clients and the same shuffles: their comparison is paired
     (:mod:`helpers.runs.intervals`). Each run is saved under ``outputs/runs/`` as
     ``<name>-seed<seed>-<hash>.json``, keyed by ``key`` (default: ``settings``),
-    the seed and the source of ``encoders``, and loaded when saved. The
-    process is built once, when the first seed needs training.
+    the seed and the source of ``encoders``, and loaded when saved (one line
+    counts the loaded runs). The process is built once, when the first seed
+    needs training. ``line_per_seed``: print each seed's test accuracy.
     """
     key = dict(key or settings.as_dict())
     if initial_weights is not None:
         key["initial_weights"] = checkpoints.array_digest(initial_weights)
     built, histories, started = [], [], time.perf_counter()
-    for done, seed in enumerate(run_seeds, start=1):
-        def train_one(seed=seed):
-            if not built:
-                built.append(build_fed_avg(model_fn, encoders, settings))
-            return train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name, verbose=verbose,
-                                 initial_weights=initial_weights, seed=seed, process=built[0])
+    with runs.one_line_for_loaded_runs():
+        for done, seed in enumerate(run_seeds, start=1):
+            def train_one(seed=seed):
+                if not built:
+                    built.append(build_fed_avg(model_fn, encoders, settings))
+                return train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name,
+                                     verbose=verbose, initial_weights=initial_weights, seed=seed,
+                                     process=built[0])
 
-        history, _ = runs.cached_history(f"{name}-seed{seed}", dict(key, seed=seed), train_one, code=encoders)
-        histories.append(history)
-        accuracy = history.final_accuracy()
-        print(f"{name}, seed {seed}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "
-              f"[{progress.time_left(started, done, len(run_seeds))}]")
+            history, _ = runs.cached_history(f"{name}-seed{seed}", dict(key, seed=seed), train_one,
+                                             code=encoders)
+            histories.append(history)
+            accuracy = history.final_accuracy()
+            if line_per_seed:
+                print(f"{name}, seed {seed}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "
+                      f"[{progress.time_left(started, done, len(run_seeds))}]")
     return histories
 
 

@@ -4,7 +4,7 @@
 per writer, each element an ``OrderedDict(label=int32 [], pixels=float32
 [28, 28])`` with 1.0 = white background and 0.0 = ink, exactly as
 ``tff.simulation.datasets.emnist.load_data`` returns it. ``preprocess`` and
-``make_federated_data`` batch it as the seed tutorial does; ``examples_per_client``
+``make_federated_data`` batch it as the original tutorial does; ``examples_per_client``
 and ``label_counts`` summarize it for notebook 01.
 
 Two sources share one file format (``helpers.data.emnist_file``):
@@ -36,7 +36,7 @@ from helpers.data.emnist_file import NUM_CLASSES
 
 SOURCES = ("auto", "tff", "offline")
 
-# Preprocessing, as in the seed tutorial.
+# Preprocessing, as in the original tutorial.
 SHUFFLE_BUFFER = 418
 BATCH_SIZE = 20
 TEST_BATCH_SIZE = 500
@@ -76,9 +76,7 @@ def load_emnist(only_digits=True, source=None, cache_dir=None, fast=None, seed=N
     if (folder / download.REAL_FILENAME).exists():  # auto; a damaged file raises here
         return _load_real(folder, only_digits)
     if fast:
-        print("Data: fast mode uses the small offline set without downloading "
-              "(set COURSE_DATA_SOURCE=tff for the real EMNIST).")
-        return _load_offline(folder, only_digits, fast, seed)
+        return _load_offline(folder, only_digits, fast, seed, why="fast mode's small set")
     try:
         download.download_emnist(folder)
     except download.DownloadError as err:
@@ -87,9 +85,8 @@ def load_emnist(only_digits=True, source=None, cache_dir=None, fast=None, seed=N
                 "only_digits=False needs the real EMNIST, which could not be "
                 f"downloaded: {err.reason}."
             ) from err
-        print(f"Data: could not download EMNIST ({err.reason}); using the offline "
-              "digits instead (set COURSE_DATA_SOURCE=offline or tff to choose).")
-        return _load_offline(folder, only_digits, fast, seed)
+        return _load_offline(folder, only_digits, fast, seed,
+                             why=f"the real EMNIST is not here and its download failed: {err.reason}")
     return _load_real(folder, only_digits)
 
 
@@ -105,8 +102,8 @@ def _load_real(folder, only_digits):
     return emnist_file.read_client_data(path, splits)
 
 
-def _load_offline(folder, only_digits, fast, seed):
-    """Reads (generating first if missing) the offline digits in ``folder``."""
+def _load_offline(folder, only_digits, fast, seed, why=None):
+    """Reads (generating first if missing) the offline digits in ``folder``; ``why`` ends its one line."""
     if not only_digits:
         raise ValueError(
             "The offline source has digits only: use only_digits=True, or "
@@ -120,7 +117,8 @@ def _load_offline(folder, only_digits, fast, seed):
     splits = emnist_file.SPLITS[True]
     clients = emnist_file.check_database(path, splits, kind="offline")
     print(f"EMNIST source: offline (scikit-learn digits drawn by "
-          f"{clients[splits[0]]} synthetic writers, seed {seed}) from {path}")
+          f"{clients[splits[0]]} synthetic writers, seed {seed}) from {path}"
+          + (f"; {why} (COURSE_DATA_SOURCE=tff or offline chooses, docs/data.md)" if why else ""))
     return emnist_file.read_client_data(path, splits)
 
 
@@ -130,7 +128,7 @@ def _load_offline(folder, only_digits, fast, seed):
 def preprocess(dataset, epochs=1, batch_size=BATCH_SIZE, shuffle_buffer=SHUFFLE_BUFFER, seed=None):
     """One client's EMNIST elements -> shuffled, repeated batches (pixels [b, 28, 28, 1], label [b]).
 
-    As in the seed tutorial: shuffle(418), repeat(epochs), batch(20), add a channel axis.
+    As in the original tutorial: shuffle(418), repeat(epochs), batch(20), add a channel axis.
     ``seed``: the shuffle's seeds, a pair from :func:`helpers.runs.seeds.shuffle_seeds` or one int
     (default: round 0 of ``config.SEED``); the order depends on it alone, never on TF's
     global seed or op counter (:func:`helpers.runs.seeds.shuffle`).

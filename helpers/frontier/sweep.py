@@ -244,9 +244,17 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, run_seeds=None
     and trained and saved otherwise.
     """
     run_seeds = tuple(config.seeds() if run_seeds is None else run_seeds)
-    histories, weights = {}, []
     started = time.perf_counter()
     bar = progress.progress_bar(rows, desc="sweep", unit="row")
+    with runs.one_line_for_loaded_runs():  # one line for all the saved runs loaded, not one per run
+        histories = _sweep_rows(model_fn, settings, train, evaluate_fn, bar, rows, run_seeds, verbose, started)
+    bar.close()
+    return histories
+
+
+def _sweep_rows(model_fn, settings, train, evaluate_fn, bar, rows, run_seeds, verbose, started):
+    """:func:`run_sweep`'s loop: one line per row, with every seed's test accuracy."""
+    histories, weights = {}, []
     for done, (broadcast, aggregation) in enumerate(bar, start=1):
         if settings.warm_rounds and not weights:
             weights.append(warm_start(model_fn, settings, train, evaluate_fn, verbose))
@@ -255,14 +263,13 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, run_seeds=None
             model_fn, encoder_fns(broadcast, aggregation), settings, train, evaluate_fn, run_seeds,
             name=("sweep-" if settings.warm_rounds else "scratch-") + row_slug(broadcast, aggregation),
             key=row_key(settings, broadcast, aggregation), initial_weights=weights[0] if weights else None,
-            verbose=verbose)
+            verbose=verbose, line_per_seed=False)
         for history in runs_of_row:
             history.name = name
         histories[(broadcast, aggregation)] = runs_of_row
         accuracies = ", ".join(f"{h.final_accuracy():.2%}" for h in runs_of_row)
         print(f"row {name}: test accuracy {accuracies} (seeds {', '.join(map(str, run_seeds))})  "
               f"[{progress.time_left(started, done, len(rows))}]")
-    bar.close()
     return histories
 
 

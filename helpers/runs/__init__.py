@@ -13,7 +13,7 @@ course's named runs), ``cached_history`` and ``kept_models``
 - ``report``      the one-page report ``make course`` writes last
 """
 from helpers.runs.settings import (LONG_RUN, TUTORIAL, RunSettings, cached_history, kept_model_path, kept_models,
-                                   run_settings, settings_key)
+                                   one_line_for_loaded_runs, run_settings, settings_key)
 
 __all__ = ["LONG_RUN", "TUTORIAL", "RunSettings", "cached_history", "kept_model_path", "kept_models",
-           "run_settings", "settings_key"]
+           "one_line_for_loaded_runs", "run_settings", "settings_key"]

@@ -9,6 +9,8 @@
   trains and saves it.
 - :func:`kept_models`: where a run keeps its global model after given rounds.
 """
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -88,7 +90,7 @@ class RunSettings:
         return dataclasses.asdict(self)
 
 
-# The two runs of the course. TUTORIAL is the seed tutorial's; LONG_RUN trains long enough to show
+# The two runs of the course. TUTORIAL is the original tutorial's; LONG_RUN trains long enough to show
 # real learning (notebook 03 explains the choices). The long run keeps its model after round 70,
 # where its server step drops: notebooks 04 and 06 start their short runs from there.
 TUTORIAL = RunSettings(rounds=10, clients_per_round=10, client_lr=0.02, server_lr=1.0, eval_every=5)
@@ -125,6 +127,26 @@ def kept_models(settings):
     return {r: kept_model_path(settings, r) for r in settings.keep_model_after}
 
 
+_loaded = contextvars.ContextVar("course_loaded_runs", default=None)
+
+
+@contextlib.contextmanager
+def one_line_for_loaded_runs():
+    """Within this block :func:`cached_history` loads saved runs silently; at its end one line counts them."""
+    if _loaded.get() is not None:  # an enclosing block prints the line
+        yield
+        return
+    names = []
+    token = _loaded.set(names)
+    try:
+        yield
+    finally:
+        _loaded.reset(token)
+        if names:
+            print(f"loaded {len(names)} saved run{'s' if len(names) > 1 else ''} from "
+                  f"{config.output_dir('runs')} (delete a file to train that run again)")
+
+
 def cached_history(name, settings, train_fn, code=None, checkpoint_every=checkpoints.DEFAULT_EVERY):
     """Load the saved :class:`helpers.runs.history.History` of a run with exactly these ``settings``, or train and save it.
 
@@ -142,7 +164,10 @@ def cached_history(name, settings, train_fn, code=None, checkpoint_every=checkpo
         settings = dict(_as_dict(settings), code=digest)
     path = config.output_dir("runs") / f"{name}-{settings_key(settings)}.json"
     if path.exists():
-        print(f"loaded {name} from {path} (delete the file to train it again)")
+        if _loaded.get() is None:
+            print(f"loaded {name} from {path} (delete the file to train it again)")
+        else:
+            _loaded.get().append(name)
         return History.load(path), path
     others = sorted(path.parent.glob(f"{name}-{'?' * len(path.stem.rsplit('-', 1)[1])}.json"))
     if others:
