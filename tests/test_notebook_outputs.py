@@ -56,8 +56,7 @@ class _Process:
 def test_a_full_size_run_prints_a_line_every_tenth_round(settings, capsys):
     _, history = training.run_rounds(
         _Process(53_227_840 * 10, 53_227_840 * 10), lambda ids: ids, [f"c{i}" for i in range(20)],
-        settings.rounds, settings.clients_per_round, evaluate_fn=lambda w: {"loss": 0.3, "accuracy": 0.95},
-        eval_every=settings.eval_every, name="baseline")
+        settings, evaluate_fn=lambda w: {"loss": 0.3, "accuracy": 0.95}, name="baseline")
     lines = capsys.readouterr().out.splitlines()
     assert len(history.rounds) == settings.rounds
     assert lines[0].startswith("baseline: ") and "test split" in lines[0]  # which run prints the lines
