@@ -192,9 +192,9 @@ def assignment(course=COURSE, timeout=TIMEOUT):
 
 
 def submissions_in(folder, notebooks=(NOTEBOOK,)):
-    """``{student id: [notebook paths]}`` from ``folder``: ``<id>/`` folders holding ``notebooks`` (any of them).
+    """``{student id: {notebook name: path}}`` from ``folder``: ``<id>/`` folders holding ``notebooks`` (any of them).
 
-    With one notebook (ps05), ``<id>.ipynb`` files count too.
+    With one notebook (ps05), ``<id>.ipynb`` files count too, as that notebook.
     """
     folder = pathlib.Path(folder)
     if not folder.is_dir():
@@ -204,13 +204,13 @@ def submissions_in(folder, notebooks=(NOTEBOOK,)):
     found = {}
     for entry in sorted(folder.iterdir()):
         if entry.suffix == ".ipynb" and len(notebooks) == 1:
-            found[entry.stem] = [entry]
+            found[entry.stem] = {notebooks[0]: entry}
         elif entry.is_dir():
             paths = [next(iter(sorted(entry.rglob(name))), None) for name in notebooks]
             if not any(paths):
                 raise SystemExit(f"{entry} holds none of {', '.join(notebooks)}: put each student's notebooks "
                                  "under those names.")
-            found[entry.name] = [path for path in paths if path]
+            found[entry.name] = {name: path for name, path in zip(notebooks, paths) if path}
     if not found:
         raise SystemExit(f"{folder} holds no submissions: expected <student id>/ folders holding "
                          f"{', '.join(notebooks)}.")
@@ -237,8 +237,8 @@ def grade(submissions, course=COURSE, timeout=None, assignment_id=ASSIGNMENT):
     for student, paths in students.items():
         target = course / "submitted" / student / assignment_id
         target.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            shutil.copy2(path, target / path.name)
+        for name, path in paths.items():
+            shutil.copy2(path, target / name)
         start = time.monotonic()
         nbgrader(course, "autograde", assignment_id, f"--student={student}", "--create", "--force", env=env)
         seconds[student] = time.monotonic() - start
@@ -246,8 +246,8 @@ def grade(submissions, course=COURSE, timeout=None, assignment_id=ASSIGNMENT):
     nbgrader(course, "generate_feedback", assignment_id, "--force")
     nbgrader(course, "export", "--to", str(course / "grades.csv"))
     for student, paths in students.items():
-        for path in paths:
-            print(f"feedback: {course / 'feedback' / student / assignment_id / path.name.replace('.ipynb', '.html')}")
+        for name in paths:
+            print(f"feedback: {course / 'feedback' / student / assignment_id / name.replace('.ipynb', '.html')}")
     print(f"grades: {course / 'grades.csv'}; {sum(seconds.values()) / len(seconds):.0f} s per submission "
           f"(per-cell timeout {timeout} s, {'fast' if env['COURSE_FAST'] != '0' else 'full'} mode)")
     return seconds

@@ -166,7 +166,7 @@ def test_question_submissions_are_folders_of_notebooks(tmp_path):
     (tmp_path / "ada" / "deep").mkdir(parents=True)
     (tmp_path / "ada" / "deep" / "02_model.ipynb").write_text("{}")
     assert grading.submissions_in(tmp_path, grading.QUESTION_NOTEBOOKS) == {
-        "ada": [tmp_path / "ada" / "deep" / "02_model.ipynb"]}
+        "ada": {"02_model.ipynb": tmp_path / "ada" / "deep" / "02_model.ipynb"}}
 
 
 # ------------------------------------------------------------ the whole course, slow --
@@ -271,3 +271,8 @@ def test_notebook_06_runs_in_the_release(course, tmp_path):
     text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "are left out: they run notebook 05's reference solutions" in text
     assert "(05a)" not in text.split("are left out")[1]  # no row of the sweep ran a withheld stage
+
+
+def test_a_loose_notebook_is_handed_in_as_the_assignments_notebook(tmp_path):
+    (tmp_path / "bob.ipynb").write_text("{}")
+    assert grading.submissions_in(tmp_path) == {"bob": {grading.NOTEBOOK: tmp_path / "bob.ipynb"}}
