@@ -7,6 +7,9 @@
   or ``offline``.
 - ``COURSE_SEEDS`` is how many paired seeds every comparison trains: 3 by
   default, 2 in fast mode; more (``COURSE_SEEDS=10``) is the research mode.
+- ``COURSE_MAX_CONCURRENT_CALLS`` is how many computations TFF's local worker
+  runs at once (TFF's ``max_concurrent_computation_calls``): 2 by default, so a
+  round trains its clients two at a time; ``-1`` runs a whole round at once.
 - ``COURSE_OUTPUT_DIR`` is where executed notebooks, TensorBoard logs and
   benchmark results go (default: ``outputs/`` in the repository, or the
   current folder's ``outputs/`` when the package is used elsewhere).
@@ -57,6 +60,22 @@ def seeds() -> tuple:
         raise ValueError(f"COURSE_SEEDS={text!r} is not understood: give the number of paired seeds, "
                          "an integer of 2 or more (3 is the course's default), or unset it.")
     return tuple(range(SEED, SEED + int(text)))
+
+
+def max_concurrent_calls() -> int:
+    """How many computations TFF's local worker runs at once: ``COURSE_MAX_CONCURRENT_CALLS``, default 2.
+
+    ``-1`` is TFF's own default, no limit: every client of a round trains at once,
+    each with its own TF session and buffers. Two at a time keep two cores busy and
+    hold about 100 MiB less in the worker (docs/memory.md); the weights are the same.
+    """
+    text = os.environ.get("COURSE_MAX_CONCURRENT_CALLS", "").strip()
+    if not text:
+        return 2
+    if text == "-1" or (text.isdigit() and int(text) >= 1):
+        return int(text)
+    raise ValueError(f"COURSE_MAX_CONCURRENT_CALLS={text!r} is not understood: give how many computations "
+                     "TFF's worker may run at once, an integer of 1 or more, or -1 for no limit (TFF's default).")
 
 
 def pick(full, fast):

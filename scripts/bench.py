@@ -33,7 +33,6 @@ from helpers import setup
 
 setup.start()
 import tensorflow as tf  # noqa: E402
-import tensorflow_federated as tff  # noqa: E402
 
 from helpers import config, data, frontier, model, runs, training, workers  # noqa: E402
 from helpers.workers import runtime
@@ -60,7 +59,7 @@ def round_seconds(broadcast, aggregation, client_sets):
     settings = runs.LONG_RUN.replace(server_lr_drop=None)
     process = training.build_fed_avg(model.build_model_fn(), frontier.encoder_fns(broadcast, aggregation), settings)
     runtime.stop_tff_workers()  # the next round starts a new worker, so its peak is this method's
-    tff.backends.native.set_sync_local_cpp_execution_context()
+    runtime.install_local_context()
     reset_peak()
     state = process.next(process.initialize(), client_sets[0]).state  # warm-up
     seconds = []

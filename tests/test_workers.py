@@ -226,3 +226,34 @@ def test_make_workers_refuses_a_bad_port(args, problem):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert problem in done.stderr
+
+
+def _worker_flags_and_environment():
+    """The command-line flags and the environment of this process's TFF worker, after one computation."""
+    assert _sum_at_server([1, 2]) == 3
+    [pid] = runtime.tff_worker_pids()
+    process = psutil.Process(pid)
+    return process.cmdline()[1:], process.environ()
+
+
+@pytest.mark.parametrize("value, calls", [(None, 2), ("1", 1), ("-1", -1)])
+def test_the_local_worker_runs_at_most_max_concurrent_calls_with_one_malloc_arena(monkeypatch, value, calls):
+    if value is None:
+        monkeypatch.delenv("COURSE_MAX_CONCURRENT_CALLS", raising=False)
+    else:
+        monkeypatch.setenv("COURSE_MAX_CONCURRENT_CALLS", value)
+    try:
+        runtime.release_finished_runs()  # stops the worker; the next computation starts one with these settings
+        flags, environment = _worker_flags_and_environment()
+        assert f"--max_concurrent_computation_calls={calls}" in flags
+        assert environment.get("MALLOC_ARENA_MAX") == "1"
+    finally:
+        monkeypatch.undo()
+        runtime.release_finished_runs()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-2", "1.5"])
+def test_a_bad_max_concurrent_calls_is_refused_with_the_forms(monkeypatch, value):
+    monkeypatch.setenv("COURSE_MAX_CONCURRENT_CALLS", value)
+    with pytest.raises(ValueError, match=f"COURSE_MAX_CONCURRENT_CALLS='{value}' is not understood.*-1 for no limit"):
+        config.max_concurrent_calls()

@@ -15,7 +15,9 @@ asked (``scale_out=True``), and the exit hook stops them too.
 
 :func:`release_finished_runs` gives back the memory of the processes run so
 far (TFF's compiler cache, and TFF's worker, restarted with a fresh execution
-context); :mod:`helpers.training` calls it before it builds a process
+context); :mod:`helpers.training` calls it before it builds a process. TFF's
+local worker runs at most two computations at once (``COURSE_MAX_CONCURRENT_CALLS``)
+with one malloc arena (``MALLOC_ARENA_MAX=1``), which holds less memory
 (``docs/memory.md`` has the measurements).
 """
 import atexit
@@ -27,9 +29,16 @@ import time
 
 import psutil
 
+from helpers import config
 from helpers.workers import processes
 
 _WORKER_NAME = "worker_binary"
+
+# glibc gives every thread that allocates while another holds the lock a heap of its own (an "arena"), up to
+# 8 per core, and keeps what was freed in each. TFF's worker trains each client on its own threads: with one
+# arena it held 100-130 MiB less after 20 rounds of 10 clients, and stopped growing from round to round
+# (docs/memory.md). It is read when a process starts, so it acts on the workers this Python starts, not on it.
+os.environ.setdefault("MALLOC_ARENA_MAX", "1")
 
 
 def tff_worker_pids(parent_pid=None, scale_out=False):
@@ -73,14 +82,26 @@ def stop_tff_workers(timeout_seconds=5.0, scale_out=False):
     return len(pids)
 
 
+def install_local_context():
+    """Make a fresh TFF worker on this machine run what comes next, at most
+    :func:`helpers.config.max_concurrent_calls` computations at once.
+
+    ``tff.backends.native.set_sync_local_cpp_execution_context``, TFF's own local runtime, with TFF's
+    ``max_concurrent_computation_calls``; its worker starts with the first computation.
+    """
+    import tensorflow_federated as tff
+    tff.backends.native.set_sync_local_cpp_execution_context(
+        max_concurrent_computation_calls=config.max_concurrent_calls())
+
+
 def release_finished_runs():
     """Give back the memory that processes run so far still hold; returns how many TFF workers were stopped.
 
     - TFF's compiler cache is emptied: ``CompilerPipeline.compile`` is a ``functools.lru_cache``
       (128 entries, shared by every execution context) that keeps each computation it compiled
       alive, with its TF graphs, after the process that built it is gone.
-    - TFF's own ``worker_binary`` is stopped and a fresh
-      ``tff.backends.native.set_sync_local_cpp_execution_context()`` installed: the worker keeps
+    - TFF's own ``worker_binary`` is stopped and a fresh local context installed
+      (:func:`install_local_context`): the worker keeps
       what every computation it ran allocated, and gives it back only when it ends. The next
       computation starts a new worker; it compiles what it runs again (about a second), with the
       same results, since every input of a round is an argument.
@@ -89,14 +110,13 @@ def release_finished_runs():
     - Then Python's garbage is collected and glibc's ``malloc_trim(0)`` hands the heap memory that
       TF freed back to the system (glibc keeps it in its per-thread arenas otherwise).
     """
-    import tensorflow_federated as tff
     from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
 
     compiler_pipeline.CompilerPipeline.compile.cache_clear()
     stopped = 0
     if context.active() is None:
         stopped = stop_tff_workers()
-        tff.backends.native.set_sync_local_cpp_execution_context()
+        install_local_context()
     gc.collect()
     _trim_heap()
     return stopped
@@ -138,7 +158,8 @@ def _stop_all_at_exit():
 
 atexit.register(_stop_all_at_exit)
 
-# Apply COURSE_WORKERS.
+# Apply COURSE_WORKERS; without it, TFF's local worker runs at most max_concurrent_calls() at once.
 from helpers.workers import context  # noqa: E402
 
-context.apply_environment()
+if context.apply_environment() is None:
+    install_local_context()
