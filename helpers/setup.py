@@ -37,6 +37,9 @@ def _pinned_prefix(name, lock_input):
     raise RuntimeError(f"{path} has no line `{name}==<version>`; restore it (git checkout {lock_input}).")
 
 
+config.one_malloc_arena()  # on import, before TensorFlow: the first cell of every notebook imports this module
+
+
 # The lock inputs this check reads (a copy of the helpers elsewhere, such as a graded release, needs them too).
 LOCK_INPUTS = ("requirements-tff-deps.in", "requirements-tff.in")
 EXPECTED = {

@@ -200,9 +200,9 @@ def markdown(record):
             if found is None:
                 lines.append(f"| {name} | {size} | not measured | | | | | |")
                 continue
-            fits = " / ".join("yes" if found["pss"] * MIB <= limit else "no" for limit in (10 ** 9, 2 * 10 ** 9))
+            verdict = " / ".join(fits(found["pss"], limit) for limit in (1e9, 2e9))
             lines.append(f"| {name} | {size} | {found['pss']:,} | {found['rss']:,} | {found['kernel_pss']:,} | "
-                         f"{found['worker_pss']:,} | {fits} | {found['seconds']:.0f} |")
+                         f"{found['worker_pss']:,} | {verdict} | {found['seconds']:.0f} |")
     for size in ("fast", "full"):
         if size in record:
             lines.append(f"\n{size}: measured {record[size]['when']} on {record[size]['machine']}.")
@@ -239,9 +239,39 @@ def readme_table(record):
             for n in names) + " |")
         if size == "fast":
             lines.append("| fast mode fits in 1 GB / 2 GB | " + " | ".join(
-                " / ".join("yes" if found[n]["pss"] * MIB <= limit else "no" for limit in (1e9, 2e9))
-                for n in names) + " |")
+                " / ".join(fits(found[n]["pss"], limit) for limit in (1e9, 2e9)) for n in names) + " |")
     return lines
+
+
+MARGIN = 0.95  # a peak within 5% of a limit is "at the limit": another run's peak moves by that much
+
+
+def fits(mib, limit):
+    """'yes', 'at the limit' (within 5% below it) or 'no': does a peak of ``mib`` MiB fit ``limit`` bytes?"""
+    return "yes" if mib * MIB <= MARGIN * limit else "at the limit" if mib * MIB <= limit else "no"
+
+
+def binder_line(record):
+    """One sentence for the README: which notebooks fit mybinder's 1 GB and 2 GB in fast mode (peak PSS)."""
+    found = record.get("fast", {}).get("notebooks", {})
+    verdicts = {name[:2]: (fits(peak["pss"], 1e9), fits(peak["pss"], 2e9)) for name, peak in sorted(found.items())}
+    groups = {("fit", "the 1 GB it guarantees"): [n for n, v in verdicts.items() if v[0] == "yes"],
+              ("fit", "its 2 GB limit"): [n for n, v in verdicts.items() if v[0] != "yes" and v[1] == "yes"],
+              ("sit", "at the 2 GB limit (within 5%)"): [n for n, v in verdicts.items() if v[1] == "at the limit"],
+              ("need", "more than 2 GB"): [n for n, v in verdicts.items() if v[1] == "no"]}
+    return ("Binder (fast mode, peak PSS of `make memory`): "
+            + "; ".join(f"{', '.join(names)} {verb if len(names) > 1 else verb + 's'} {what}"
+                        for (verb, what), names in groups.items() if names) + "."
+            + " <!-- make memory's figures; scripts/notebook_memory.py --readme rewrites this line -->")
+
+
+def update_readme_line(record, path):
+    """Replace the README's line that ends with ``--readme rewrites this line -->`` by :func:`binder_line`."""
+    lines = pathlib.Path(path).read_text().split("\n")
+    index = next(i for i, line in enumerate(lines) if line.endswith("--readme rewrites this line -->"))
+    indent = lines[index][:len(lines[index]) - len(lines[index].lstrip())]
+    lines[index] = indent + binder_line(record)
+    pathlib.Path(path).write_text("\n".join(lines))
 
 
 def update_readme(record, path):
@@ -296,12 +326,14 @@ def main():
     parser.add_argument("--clients", type=int, default=10, help="clients a round of --growth's process")
     parser.add_argument("--no-release", action="store_true", help="--growth without the release step")
     parser.add_argument("--readme", action="store_true",
-                        help="rewrite the Binder memory table of docs/hosted.md from outputs/bench/memory.json")
+                        help="rewrite the Binder memory table of docs/hosted.md and the README's Binder line "
+                             "from outputs/bench/memory.json")
     args = parser.parse_args()
     folder = bench_dir() if args.bench or args.readme else None
     if args.readme:
         hosted = pathlib.Path(__file__).parent.parent / "docs" / "hosted.md"
         update_readme(json.loads((folder / "memory.json").read_text()), hosted)
+        update_readme_line(json.loads((folder / "memory.json").read_text()), hosted.parent.parent / "README.md")
         print("\n".join(readme_table(json.loads((folder / "memory.json").read_text()))))
         return
     if args.growth:

@@ -65,3 +65,38 @@ def test_the_same_run_twice_more_adds_less_than_the_bound_to_either_peak(tmp_pat
     for key, bound in BOUND_MIB.items():
         assert growth[key] < bound, (f"the same run twice more raised the {key} peak by {growth[key]:.0f} MiB "
                                      f"(bound {bound} MiB): {result['peaks']}")
+
+
+def _memory_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("notebook_memory", REPO / "scripts" / "notebook_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_peak_within_5_percent_of_a_limit_is_at_the_limit():
+    script = _memory_script()
+    gb = 1e9 / script.MIB  # MiB in 10^9 bytes
+    assert [script.fits(mib, 2e9) for mib in (1.8 * gb, 1.95 * gb, 2.01 * gb)] == ["yes", "at the limit", "no"]
+    record = {"fast": {"notebooks": {f"0{n}_x.ipynb": {"pss": mib * gb, "rss": mib * gb}
+                                     for n, mib in ((1, 0.7), (3, 1.6), (6, 1.99), (7, 2.3))}}}
+    assert script.binder_line(record).startswith(
+        "Binder (fast mode, peak PSS of `make memory`): 01 fits the 1 GB it guarantees; 03 fits its 2 GB limit; "
+        "06 sits at the 2 GB limit (within 5%); 07 needs more than 2 GB.")
+
+
+def test_the_readme_binder_line_agrees_with_the_hosted_table():
+    """Both come from one outputs/bench/memory.json (scripts/notebook_memory.py --readme): neither is edited alone."""
+    table = next(line for line in (REPO / "docs" / "hosted.md").read_text().splitlines()
+                 if "fast mode fits in 1 GB / 2 GB" in line)
+    verdicts = [tuple(cell.strip().split(" / ")) for cell in table.strip().strip("|").split("|")[1:]]
+    readme = next(line for line in (REPO / "README.md").read_text().splitlines() if "rewrites this line -->" in line)
+    said = {}
+    for group in readme.split(": ", 1)[1].split(" <!--")[0].rstrip(".").split("; "):
+        what = group
+        for name in group.split(" fit")[0].split(" sit")[0].split(" need")[0].split(", "):
+            said[name] = "1 GB" if "1 GB" in what else "at the" if "at the" in what else "more" if "more" in what else "2 GB"
+    expected = {f"0{n}": "1 GB" if one == "yes" else "2 GB" if two == "yes" else "at the" if two == "at the limit"
+                else "more" for n, (one, two) in enumerate(verdicts, start=1)}
+    assert said == expected, (readme, table)

@@ -34,11 +34,7 @@ from helpers.workers import processes
 
 _WORKER_NAME = "worker_binary"
 
-# glibc gives every thread that allocates while another holds the lock a heap of its own (an "arena"), up to
-# 8 per core, and keeps what was freed in each. TFF's worker trains each client on its own threads: with one
-# arena it held 100-130 MiB less after 20 rounds of 10 clients, and stopped growing from round to round
-# (docs/memory.md). It is read when a process starts, so it acts on the workers this Python starts, not on it.
-os.environ.setdefault("MALLOC_ARENA_MAX", "1")
+config.one_malloc_arena()  # also where the setup cell did not run first: TFF's workers start with one arena
 
 
 def tff_worker_pids(parent_pid=None, scale_out=False):
