@@ -44,6 +44,8 @@ def test_the_round_by_hand_is_fed_avg_next(executed):
     text = printed(executed[LAST_CELL])
     server_step = number(r"steps 3-5 by hand against fed_avg.next: largest difference", text)
     local = number(r"steps 1-2, local training, Keras by hand against TFF: largest difference", text)
+    per_client = [float(d) for d in re.search(r"\(per client: ([^)]*)\)", text).group(1).split(", ")]
+    assert len(per_client) == 3 and max(per_client) == local, text
     assert server_step < 1e-6, f"the weighted average by hand is {server_step} away from fed_avg.next"
     assert local < 1e-4, f"the local epoch by hand is {local} away from TFF's"
     errors = [o for cell in executed.values() for o in cell.get("outputs", []) if o.output_type == "error"]
