@@ -119,9 +119,9 @@ def one_malloc_arena():
     """Make glibc's malloc use one heap ("arena") in this process and in the processes it starts.
 
     glibc gives each thread that allocates while another holds the lock an arena of its own, up to 8 per
-    core, and keeps what was freed in each. TensorFlow allocates on many threads: with one arena the kernel
-    of notebook 06 held about 100 MiB less, and TFF's worker 100-130 MiB less after 20 rounds of 10 clients,
-    without growing from round to round (docs/memory.md). ``mallopt`` acts on this process, before
+    core, and keeps what was freed in each. TensorFlow allocates on many threads: with one arena TFF's worker
+    held 100-130 MiB less after 20 rounds of 10 clients, without growing from round to round; in the kernel
+    the difference stayed within the spread between runs (docs/memory.md). ``mallopt`` acts on this process, before
     TensorFlow starts its threads; ``MALLOC_ARENA_MAX`` is read by every process started afterwards (TFF's
     ``worker_binary``). An existing ``MALLOC_ARENA_MAX`` is kept. Does nothing where there is no glibc.
     """
