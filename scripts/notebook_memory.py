@@ -251,10 +251,14 @@ def fits(mib, limit):
     return "yes" if mib * MIB <= MARGIN * limit else "at the limit" if mib * MIB <= limit else "no"
 
 
-def binder_line(record):
-    """One sentence for the README: which notebooks fit mybinder's 1 GB and 2 GB in fast mode (peak PSS)."""
+def fast_verdicts(record):
+    """``{'01': (fits 1 GB, fits 2 GB), ...}``: :func:`fits` for each notebook's fast-mode peak PSS."""
     found = record.get("fast", {}).get("notebooks", {})
-    verdicts = {name[:2]: (fits(peak["pss"], 1e9), fits(peak["pss"], 2e9)) for name, peak in sorted(found.items())}
+    return {name[:2]: (fits(peak["pss"], 1e9), fits(peak["pss"], 2e9)) for name, peak in sorted(found.items())}
+
+
+def binder_line(verdicts):
+    """One sentence for the README from :func:`fast_verdicts`: which notebooks fit mybinder's 1 GB and 2 GB."""
     groups = {("fit", "the 1 GB it guarantees"): [n for n, v in verdicts.items() if v[0] == "yes"],
               ("fit", "its 2 GB limit"): [n for n, v in verdicts.items() if v[0] != "yes" and v[1] == "yes"],
               ("sit", "at the 2 GB limit (within 5%)"): [n for n, v in verdicts.items() if v[1] == "at the limit"],
@@ -270,7 +274,7 @@ def update_readme_line(record, path):
     lines = pathlib.Path(path).read_text().split("\n")
     index = next(i for i, line in enumerate(lines) if line.endswith("--readme rewrites this line -->"))
     indent = lines[index][:len(lines[index]) - len(lines[index].lstrip())]
-    lines[index] = indent + binder_line(record)
+    lines[index] = indent + binder_line(fast_verdicts(record))
     pathlib.Path(path).write_text("\n".join(lines))
 
 
@@ -332,9 +336,10 @@ def main():
     folder = bench_dir() if args.bench or args.readme else None
     if args.readme:
         hosted = pathlib.Path(__file__).parent.parent / "docs" / "hosted.md"
-        update_readme(json.loads((folder / "memory.json").read_text()), hosted)
-        update_readme_line(json.loads((folder / "memory.json").read_text()), hosted.parent.parent / "README.md")
-        print("\n".join(readme_table(json.loads((folder / "memory.json").read_text()))))
+        record = json.loads((folder / "memory.json").read_text())
+        update_readme(record, hosted)
+        update_readme_line(record, hosted.parent.parent / "README.md")
+        print("\n".join(readme_table(record)))
         return
     if args.growth:
         result = dict(growth(args.rounds, args.rows, args.clients, release=not args.no_release), **_stamp())

@@ -81,7 +81,7 @@ def test_a_peak_within_5_percent_of_a_limit_is_at_the_limit():
     assert [script.fits(mib, 2e9) for mib in (1.8 * gb, 1.95 * gb, 2.01 * gb)] == ["yes", "at the limit", "no"]
     record = {"fast": {"notebooks": {f"0{n}_x.ipynb": {"pss": mib * gb, "rss": mib * gb}
                                      for n, mib in ((1, 0.7), (3, 1.6), (6, 1.99), (7, 2.3))}}}
-    assert script.binder_line(record).startswith(
+    assert script.binder_line(script.fast_verdicts(record)).startswith(
         "Binder (fast mode, peak PSS of `make memory`): 01 fits the 1 GB it guarantees; 03 fits its 2 GB limit; "
         "06 sits at the 2 GB limit (within 5%); 07 needs more than 2 GB.")
 
@@ -90,13 +90,8 @@ def test_the_readme_binder_line_agrees_with_the_hosted_table():
     """Both come from one outputs/bench/memory.json (scripts/notebook_memory.py --readme): neither is edited alone."""
     table = next(line for line in (REPO / "docs" / "hosted.md").read_text().splitlines()
                  if "fast mode fits in 1 GB / 2 GB" in line)
-    verdicts = [tuple(cell.strip().split(" / ")) for cell in table.strip().strip("|").split("|")[1:]]
-    readme = next(line for line in (REPO / "README.md").read_text().splitlines() if "rewrites this line -->" in line)
-    said = {}
-    for group in readme.split(": ", 1)[1].split(" <!--")[0].rstrip(".").split("; "):
-        what = group
-        for name in group.split(" fit")[0].split(" sit")[0].split(" need")[0].split(", "):
-            said[name] = "1 GB" if "1 GB" in what else "at the" if "at the" in what else "more" if "more" in what else "2 GB"
-    expected = {f"0{n}": "1 GB" if one == "yes" else "2 GB" if two == "yes" else "at the" if two == "at the limit"
-                else "more" for n, (one, two) in enumerate(verdicts, start=1)}
-    assert said == expected, (readme, table)
+    cells = [cell.strip() for cell in table.strip().strip("|").split("|")[1:]]
+    verdicts = {f"0{number}": tuple(cell.split(" / ")) for number, cell in enumerate(cells, start=1)}
+    readme = next(line.strip() for line in (REPO / "README.md").read_text().splitlines()
+                  if "rewrites this line -->" in line)
+    assert readme == _memory_script().binder_line(verdicts), table
