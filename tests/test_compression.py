@@ -4,7 +4,6 @@ Building a FedAvg process of the full CNN is the expensive part, so the module
 builds three and shares them: identity, the seed's 8-bit policy both ways, and
 8-bit on the broadcast only.
 """
-import collections
 
 import numpy as np
 import pytest

@@ -14,7 +14,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import time
 
 import nbformat
@@ -124,7 +123,7 @@ def test_setup_cell_installs_the_course_and_keeps_colabs_kernel(colab_runtime):
         nbformat.v4.new_code_cell("import numpy  # a cell the student ran first (Colab may import it too)"),
         nb.cells[setup_index]])
     start = time.perf_counter()
-    with pytest.raises(CellExecutionError) as stopped:  # the install ends with the restart
+    with pytest.raises(CellExecutionError):  # the install ends with the restart
         execute(first, colab_runtime)
     report["install_seconds"] = round(time.perf_counter() - start, 1)
     errors = [o for o in first.cells[1].outputs if o.output_type == "error"]
