@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers.workers import runtime  # stops TFF's worker process at exit; gives back finished runs' memory
 from helpers import compression, config, data, runs, sizing
 from helpers.runs import checkpoints, progress, seeds
 from helpers.runs.history import BITS_KEYS, History
+from helpers.workers import runtime
 
 def sample_clients(client_ids, clients_per_round, rng):
     """``clients_per_round`` distinct ids drawn from ``client_ids`` with the numpy Generator ``rng``."""

@@ -142,6 +142,7 @@ def growth(rounds, rows, clients=10, release=True):
     setup.quiet_logs()
     from helpers import compression, data, frontier, model, runs, training
     from helpers.workers import memory, runtime
+    runtime.start()
     if not release:
         runtime.release_finished_runs = lambda: 0
     train, test = data.load_emnist(only_digits=True)

@@ -20,7 +20,9 @@ setup.quiet_logs()
 import numpy as np  # noqa: E402
 
 from helpers import compression, data, model, runs, training  # noqa: E402
-from helpers.workers import memory, runtime
+from helpers.workers import memory, runtime  # noqa: E402
+
+runtime.start()
 
 if options.get("keep"):
     runtime.release_finished_runs = lambda: 0

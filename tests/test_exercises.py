@@ -418,8 +418,7 @@ def test_make_exercises_check_passes():
 
 
 def test_make_exercises_check_fails_on_a_stale_student_notebook(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_exercises
+    from scripts import make_exercises
     solution = nbformat.read(str(SOLUTION_NB), as_version=4)
     student = make_exercises.student_notebook(solution)
     assert make_exercises.render(student) == STUDENT_NB.read_text()  # byte for byte

@@ -16,11 +16,9 @@ from helpers import exercises
 from helpers.exercises import hidden, stages
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
 
-import grading  # noqa: E402
-import grading_submissions  # noqa: E402
+from scripts import grading  # noqa: E402
+from tests import grading_submissions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
