@@ -160,7 +160,7 @@ def growth(rounds, rows, clients=10, release=True):
     del process, state
     settings = frontier.sweep_settings(clients=len(train.client_ids))
     per_row = []
-    for broadcast, aggregation in frontier.SWEEP[:rows]:
+    for broadcast, aggregation in frontier.sweep_rows()[:rows]:
         with memory.PeakSampler() as peaks:
             frontier.run_sweep(model_fn, settings, train, evaluate, rows=[(broadcast, aggregation)], run_seeds=(0,))
         name = frontier.row_name(broadcast, aggregation)

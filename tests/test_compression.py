@@ -247,12 +247,11 @@ def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path)
 
 def test_tfmot_bitpacking_notice_is_silenced_and_other_warnings_are_not(caplog):
     import logging
-    from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils
     from helpers import setup
     setup.quiet_logs()
     setup.quiet_logs()  # twice: still one filter
     assert logging.getLogger().filters.count(setup._not_tfmot_bitpacking_notice) == 1
     with caplog.at_level(logging.WARNING):
-        tf_utils.pack_into_int(tf.zeros([56], tf.int32), 2, 28)  # tfmot warns here
+        te.utils.pack_into_int(tf.zeros([56], tf.int32), 2, 28)  # tfmot warns here
         logging.warning("another warning")
     assert [r.getMessage() for r in caplog.records] == ["another warning"]

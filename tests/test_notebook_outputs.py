@@ -103,5 +103,5 @@ def test_the_sweep_prints_a_line_per_row_not_per_seed(monkeypatch, capsys):
     settings = sweep.SWEEP_RUN.replace(warm_rounds=0)
     frontier.run_sweep(None, settings, None, None, run_seeds=(0, 1, 2))
     lines = capsys.readouterr().out.splitlines()
-    assert len([line for line in lines if line.startswith("row ")]) == len(frontier.SWEEP)
+    assert len([line for line in lines if line.startswith("row ")]) == len(frontier.sweep_rows())
     assert len(lines) + 3 <= notebook_outputs.MAX_LINES, lines  # and the cell's few lines around them

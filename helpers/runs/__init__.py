@@ -10,7 +10,6 @@ course's named runs), ``cached_history`` and ``kept_models``
 - ``checkpoints`` save a run's state every few rounds and resume it (TFF's program-state tools)
 - ``intervals``   paired comparisons: mean difference to a reference, confidence interval
 - ``progress``    progress of long loops: a widget in JupyterLab, plain lines headless
-- ``report``      the one-page report ``make course`` writes last
 """
 from helpers.runs.settings import (LONG_RUN, TUTORIAL, RunSettings, cached_history, kept_model_path, kept_models,
                                    one_line_for_loaded_runs, run_settings, settings_key)
