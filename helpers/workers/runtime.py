@@ -12,8 +12,8 @@ scripts and the test fixtures call) does, once per process:
 3. applies ``COURSE_WORKERS`` (:mod:`helpers.workers.context`) or, without it,
    installs TFF's local C++ context (:func:`install_local_context`).
 
-Without it TFF refuses to run a computation (its default context raises,
-asking for an execution context), so no worker starts unwatched;
+Without it TFF runs computations on the context it installs when imported, whose
+worker nobody stops (scripts/check_no_workers.sh catches such a leak);
 :func:`install_local_context` registers the exit hook too. The workers that
 :mod:`helpers.workers.processes` starts are not "TFF's own" helper process:
 :func:`tff_worker_pids` and :func:`stop_tff_workers` leave them alone unless
