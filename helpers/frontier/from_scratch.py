@@ -87,7 +87,7 @@ class Row:
 def _fedavg(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
     """Train plain FedAvg with the row's encoders (:func:`helpers.training.train_fed_avg`); a History."""
     return training.train_fed_avg(model_fn, sweep.encoder_fns(row.broadcast, row.aggregation), settings, train,
-                                  evaluate_fn, seed=seed, name=name, verbose=verbose)
+                                  evaluate_fn, seed=seed, outputs=runs.RunOutputs(name=name, verbose=verbose))
 
 
 # How each kind of row trains: (model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose) -> History.

@@ -244,9 +244,9 @@ def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
     """
     warm, path = warm_start_settings(settings), warm_start_path(settings)
     if not path.exists():
-        history = training.train_fed_avg(model_fn, compression.identity(), warm, train, evaluate_fn,
-                                         name="warm start", verbose=verbose,
-                                         snapshots={warm.rounds: path})
+        history = training.train_fed_avg(
+            model_fn, compression.identity(), warm, train, evaluate_fn,
+            outputs=runs.RunOutputs(name="warm start", verbose=verbose, snapshots={warm.rounds: path}))
         if history.evals:
             print(f"warm start: {warm.rounds} rounds, test accuracy {history.final_accuracy():.2%}")
     return training.load_weights(path)
@@ -265,32 +265,31 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=None, run_seeds=None,
     """
     rows = sweep_rows() if rows is None else rows
     run_seeds = tuple(config.seeds() if run_seeds is None else run_seeds)
-    started = time.perf_counter()
-    bar = progress.progress_bar(rows, desc="sweep", unit="row")
     with runs.one_line_for_loaded_runs():  # one line for all the saved runs loaded, not one per run
-        histories = _sweep_rows(model_fn, settings, train, evaluate_fn, bar, rows, run_seeds, verbose, started)
-    bar.close()
-    return histories
+        return _sweep_rows(model_fn, settings, train, evaluate_fn, rows, run_seeds, verbose)
 
 
-def _sweep_rows(model_fn, settings, train, evaluate_fn, bar, rows, run_seeds, verbose, started):
+def _sweep_rows(model_fn, settings, train, evaluate_fn, rows, run_seeds, verbose):
     """:func:`run_sweep`'s loop: one line per row, with every seed's test accuracy."""
-    histories, weights = {}, []
+    histories, weights, started = {}, [], time.perf_counter()
+    bar = progress.progress_bar(rows, desc="sweep", unit="row")
     for done, (broadcast, aggregation) in enumerate(bar, start=1):
         if settings.warm_rounds and not weights:
             weights.append(warm_start(model_fn, settings, train, evaluate_fn, verbose))
         name = row_name(broadcast, aggregation)
+        outputs = runs.RunOutputs(name=("sweep-" if settings.warm_rounds else "scratch-")
+                                  + row_slug(broadcast, aggregation),
+                                  key=row_key(settings, broadcast, aggregation), verbose=False)
         runs_of_row = training.train_paired(
             model_fn, encoder_fns(broadcast, aggregation), settings, train, evaluate_fn, run_seeds,
-            name=("sweep-" if settings.warm_rounds else "scratch-") + row_slug(broadcast, aggregation),
-            key=row_key(settings, broadcast, aggregation), initial_weights=weights[0] if weights else None,
-            verbose=verbose, line_per_seed=False)
+            initial_weights=weights[0] if weights else None, outputs=outputs)
         for history in runs_of_row:
             history.name = name
         histories[(broadcast, aggregation)] = runs_of_row
         accuracies = ", ".join(f"{h.final_accuracy():.2%}" for h in runs_of_row)
         print(f"row {name}: test accuracy {accuracies} (seeds {', '.join(map(str, run_seeds))})  "
               f"[{progress.time_left(started, done, len(rows))}]")
+    bar.close()
     return histories
 
 
