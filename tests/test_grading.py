@@ -41,11 +41,13 @@ print("helpers:", helpers.__file__)
 from helpers import exercises
 from helpers.exercises import stages
 exercises.solution("a")
-for module, name in [("stages", "NonUniformQuantizationEncodingStage"), ("stages", "HuffmanEncodingStage"),
-                     ("stages", "AdaptiveRangeQuantizationEncodingStage"), ("huffman", "code_lengths"),
-                     ("solutions", "HuffmanEncodingStage")]:
+tries = [(m, n, lambda m=m, n=n: getattr(importlib.import_module("helpers.exercises." + m), n))
+         for m, n in [("stages", "NonUniformQuantizationEncodingStage"), ("stages", "HuffmanEncodingStage"),
+                      ("stages", "AdaptiveRangeQuantizationEncodingStage"), ("solutions", "HuffmanEncodingStage")]]
+tries.append(("stages.reference", "code_lengths", lambda: stages.reference("code_lengths")))  # huffman's reference
+for module, name, get in tries:
     try:
-        getattr(importlib.import_module("helpers.exercises." + module), name)
+        get()
         print("IMPORTED", module, name)
     except ImportError as error:
         print("refused:", module, name, "|", error)
