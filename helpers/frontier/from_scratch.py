@@ -90,8 +90,21 @@ def _fedavg(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose)
                                   evaluate_fn, seed=seed, name=name, verbose=verbose)
 
 
+def _majority_vote(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
+    """Train signSGD with majority vote: FedAvg whose mean is :class:`helpers.frontier.baselines.MajorityVoteFactory`.
+
+    The clients send the row's aggregation encoding (1-bit signs and a mean magnitude per variable above
+    the threshold); the server takes the sign of the summed signs. A History.
+    """
+    from helpers.frontier import baselines
+    encoders = sweep.encoder_fns(row.broadcast, row.aggregation)
+    process = training.build_fed_avg(model_fn, encoders, settings, aggregator=baselines.MajorityVoteFactory())
+    return training.train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, seed=seed, name=name,
+                                  verbose=verbose, process=process)
+
+
 # How each kind of row trains: (model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose) -> History.
-TRAINERS = {"fedavg": _fedavg}
+TRAINERS = {"fedavg": _fedavg, "majority_vote": _majority_vote}
 
 IDENTITY_ROW = Row(sweep.IDENTITY, sweep.IDENTITY)
 HEADLINE = [
@@ -101,6 +114,8 @@ HEADLINE = [
     Row(sweep.IDENTITY, "top-1% values + indices"),
     Row(sweep.IDENTITY, sweep.IDENTITY, CROSS_SILO),
     Row(sweep.IDENTITY, "top-1% values + indices", CROSS_SILO),
+    Row(sweep.IDENTITY, "QSGD 4-bit"),
+    Row(sweep.IDENTITY, "1-bit sign, mean scale", trainer="majority_vote", label="signSGD with majority vote"),
 ]
 
 
