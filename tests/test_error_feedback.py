@@ -221,7 +221,8 @@ def test_a_run_interrupted_and_resumed_is_bit_identical(top_k_process, train, tm
     rounds, state, history = run(lambda ids: built.append(ids) or data.make_federated_data(train, ids),
                                  tmp_path / "resumed")
     assert "resuming after round 2" in capsys.readouterr().out and len(built) == 3  # rounds 3, 4, 5 only
-    for ours, theirs in zip(rounds.get_model_weights(state).trainable, whole_rounds.get_model_weights(whole_state).trainable):
+    for ours, theirs in zip(rounds.get_model_weights(state).trainable,
+                            whole_rounds.get_model_weights(whole_state).trainable):
         np.testing.assert_array_equal(ours, theirs)
     clients = json.loads(state.clients)
     assert clients == json.loads(whole_state.clients) and len(clients) >= 3
@@ -270,3 +271,45 @@ def test_the_same_clients_every_round_keep_fresh_residuals(top_k_rounds, train):
 def test_the_staleness_of_a_run_without_residuals_is_refused():
     with pytest.raises(ValueError, match="no residual ages"):
         ef.staleness_summary(History("plain", rounds=[dict(round=1, clients=["a"])]))
+
+
+def test_the_sampling_alone_gives_the_ages_a_run_meets(top_k_rounds, train):
+    settings = runs.RunSettings(rounds=6, clients_per_round=2, client_lr=0.1, server_lr=1.0)
+    _, history = training.run_rounds(top_k_rounds, datasets_fn(train), train.client_ids, settings, seed=SEED,
+                                     state=start(top_k_rounds), verbose=False)
+    assert ef.sampled_ages(train.client_ids, settings, SEED) == [r["residual_age"] for r in history.rounds]
+    assert ef.sampled_staleness(train.client_ids, settings, SEED) == ef.staleness_summary(history)
+
+
+def test_staleness_is_printed_for_a_known_sampling(capsys):
+    silo = runs.RunSettings(rounds=100, clients_per_round=10)
+    ids = [f"w{i}" for i in range(10)]  # the same 10 clients every round: every residual is one round old
+    assert ef.sampled_ages(ids, silo) == [[None] * 10] + [[1] * 10] * 99
+    line = ef.print_staleness(ef.sampled_staleness(ids, silo), "cross-silo")
+    assert line == ("cross-silo: 99.0% of 1,000 sampled clients had been seen before; their residuals were "
+                    "1 round old at the median (at most 1)")
+    assert capsys.readouterr().out == line + "\n"
+    history = History("known", rounds=[dict(round=1, clients=["a", "b"], residual_age=[None, None]),
+                                       dict(round=2, clients=["a", "c"], residual_age=[1, None]),
+                                       dict(round=3, clients=["b", "a"], residual_age=[2, 1])])
+    summary = ef.staleness_summary(history)
+    assert summary == dict(client_rounds=6, seen_before=0.5, median_age=1.0, max_age=2,
+                           seen_before_by_round=[0.0, 0.5, 1.0])
+    assert ef.print_staleness(summary, "by hand") == ("by hand: 50.0% of 6 sampled clients had been seen before; "
+                                                      "their residuals were 1 round old at the median (at most 2)")
+    new_only = ef.staleness_summary(History("new", rounds=[dict(round=1, clients=["a"], residual_age=[None])]))
+    assert ef.print_staleness(new_only, "one round").endswith("0.0% of 1 sampled clients had been seen before, "
+                                                             "so no residual was ever used")
+
+
+def test_the_full_size_cross_device_sampling_of_seed_0(capsys):
+    """500 writers, 10 a round for 100 rounds (make frontier's cross-device cohort): the figures of seed 0."""
+    settings = runs.RunSettings(rounds=100, clients_per_round=10)
+    ids = [f"w{i:03d}" for i in range(500)]
+    summary = ef.sampled_staleness(ids, settings, seed=0)
+    assert summary["client_rounds"] == 1000 and summary["seen_before"] == 0.567  # 567 returning, 433 distinct
+    assert (summary["median_age"], summary["max_age"]) == (19.0, 88)
+    assert len({c for r in range(1, 101) for c in training.sample_clients(ids, 10, seeds.sampling_rng(0, r))}) == 433
+    ef.print_staleness(summary, "cross-device, seed 0")
+    assert capsys.readouterr().out == ("cross-device, seed 0: 56.7% of 1,000 sampled clients had been seen before; "
+                                       "their residuals were 19 rounds old at the median (at most 88)\n")

@@ -26,7 +26,8 @@ new ones at CLIENTS, and the simulation keeps them between rounds by client id.
   old the sampled clients' residuals were.
 - :func:`train_error_feedback`: one run, like :func:`helpers.training.train_fed_avg`.
 - :func:`staleness_summary`: how often a sampled client had been seen before,
-  and how many rounds old its residual was.
+  and how many rounds old its residual was; :func:`sampled_staleness` gives the same
+  from the course's client sampling alone, and :func:`print_staleness` says it.
 
 Units: ``MeanFactory`` multiplies each client's value by its weight (its number
 of examples) before the encoded sum, so the server receives ``C(w (u + e))``.
@@ -289,6 +290,44 @@ def staleness_summary(history):
     if any(a is None for a in ages):
         raise ValueError(f"{history.name!r} has no residual ages in its rounds; train it with error feedback "
                          "(train_error_feedback) to have them.")
+    return _summary_of_ages(ages)
+
+
+def sampled_ages(client_ids, settings, seed=config.SEED):
+    """The residual ages a run of ``settings`` would meet, from the course's client sampling alone (no training).
+
+    The same clients as :func:`helpers.training.run_rounds` samples for ``seed``. One list per
+    round: for each sampled client, the rounds since it was last sampled (None: never before).
+    """
+    last_seen, ages = {}, []
+    for round_num in range(1, settings.rounds + 1):
+        clients = training.sample_clients(client_ids, settings.clients_per_round,
+                                          seeds.sampling_rng(seed, round_num))
+        ages.append([round_num - last_seen[c] if c in last_seen else None for c in clients])
+        last_seen.update({c: round_num for c in clients})
+    return ages
+
+
+def sampled_staleness(client_ids, settings, seed=config.SEED):
+    """:func:`staleness_summary` of :func:`sampled_ages`: how stale residuals would be, before any training."""
+    return _summary_of_ages(sampled_ages(client_ids, settings, seed))
+
+
+def print_staleness(summary, label):
+    """Print (and return) one line on :func:`staleness_summary`'s ``summary`` of the run or cohort ``label``."""
+    line = f"{label}: {summary['seen_before']:.1%} of {summary['client_rounds']:,} sampled clients had been seen before"
+    if summary["median_age"] is None:
+        line += ", so no residual was ever used"
+    else:
+        median = summary["median_age"]
+        line += (f"; their residuals were {median:g} round{'' if median == 1 else 's'} old at the median "
+                 f"(at most {summary['max_age']})")
+    print(line)
+    return line
+
+
+def _summary_of_ages(ages):
+    """:func:`staleness_summary` of per-round lists of residual ages (None: a new client)."""
     returning = [a for round_ages in ages for a in round_ages if a is not None]
     total = sum(len(a) for a in ages)
     return dict(client_rounds=total, seen_before=len(returning) / total if total else 0.0,
