@@ -328,3 +328,16 @@ def enabled(root=None, every=DEFAULT_EVERY):
 def active():
     """``{"root", "every", "used"}`` inside :func:`enabled`, else None."""
     return _enabled.get()
+
+
+def for_run(name, fingerprint, verbose=True):
+    """The :class:`RunCheckpoints` of one run inside :func:`enabled` (under its root, at its interval), or None.
+
+    The checkpoints are listed in the block's ``used``, so the caller can discard them once the run is saved.
+    """
+    found = active()
+    if found is None:
+        return None
+    checkpoint = RunCheckpoints(found["root"], name, fingerprint, found["every"], verbose=verbose)
+    found["used"].append(checkpoint)
+    return checkpoint
