@@ -9,7 +9,7 @@
 #   make test-site     a fast-mode course run, make site, and every page of the site in headless Chromium
 #   make bench    speed figures, saved under outputs/bench/
 #   make memory   peak memory of every notebook (fast and full size) and its growth: outputs/bench/memory.{json,md}
-#   make frontier the frontier's rows from scratch over paired seeds (opt-in, hours; SEEDS=5 ROWS='"identity/uniform 1-bit"')
+#   make frontier the headline rows from scratch over 5 paired seeds into results/ (opt-in, hours; ROWS=, SEEDS=, COMMIT=1)
 #   make exercises   the self-study student notebook 05 from its solutions notebook (nbgrader's preprocessors)
 #   make assignment  nbgrader releases, solutions withheld: ps05 (notebook 05) and questions (01-04, 06) (COURSE=outputs/course)
 #   make grade       autograde a folder of submissions: feedback HTML + grades.csv (SUBMISSIONS=<folder> ASSIGNMENT=ps05|questions)
@@ -80,9 +80,11 @@ memory: env
 	$(PY) scripts/notebook_memory.py --bench --growth --no-release
 	@scripts/check_no_workers.sh
 
-# The from-scratch frontier (notebook 06 shows it when present): SEEDS sets COURSE_SEEDS, ROWS picks rows.
+# The from-scratch frontier, written to results/frontier_from_scratch.{json,csv} after every run (notebook 06
+# shows it): ROWS picks rows (slugs or labels; --list prints them), SEEDS paired seeds (5), COMMIT=1 commits after
+# every row. Runs already in the file are kept, so it resumes and splits over sittings.
 frontier: env
-	$(if $(SEEDS),COURSE_SEEDS=$(SEEDS)) $(PY) scripts/frontier_from_scratch.py $(if $(ROWS),--rows $(ROWS))
+	$(PY) scripts/frontier_from_scratch.py $(if $(ROWS),--rows $(ROWS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(COMMIT),--commit)
 	@scripts/check_no_workers.sh
 
 # One TFF worker_binary in the foreground for a driver on another machine (COURSE_WORKERS=<this host>:PORT).

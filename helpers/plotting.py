@@ -140,7 +140,7 @@ def plot_frontier(table, bits_column, ax=None, title=None):
     aggregated), in Mibit on a log scale. Each point is the mean paired
     difference over seeds; its error bar is the confidence interval. Points on
     the Pareto front of the means (no other point has fewer bits and a higher
-    mean) are joined by a line; each point is labelled.
+    mean) are joined by a line; each point is labelled (by its ``label`` column, when the table has one).
     """
     from helpers import frontier
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.5))[1]
@@ -155,8 +155,8 @@ def plot_frontier(table, bits_column, ax=None, title=None):
     ax.plot(bits[front][order], change[front][order], "o-", color="tab:red", label="Pareto front (means)", zorder=3)
     ax.axhline(0, color="black", linewidth=0.8)
     for x, y, (_, row) in zip(bits, change, table.iterrows()):
-        label = row["aggregation"] if row["direction"] == frontier.AGGREGATION_ONLY else \
-            f"{row['broadcast']} / {row['aggregation']}"  # broadcast / aggregation
+        label = row.get("label") or (row["aggregation"] if row["direction"] == frontier.AGGREGATION_ONLY else
+                                     f"{row['broadcast']} / {row['aggregation']}")  # broadcast / aggregation
         ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"{bits_column}, all rounds and clients of one run (Mibit, log scale)")

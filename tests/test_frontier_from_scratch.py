@@ -1,4 +1,4 @@
-"""``make frontier``'s script in fast mode: a table over paired seeds that notebook 06 can show, and resumable."""
+"""``make frontier``'s script in fast mode: a results file of paired runs that resumes, and clear errors."""
 import json
 import os
 import subprocess
@@ -6,35 +6,37 @@ import sys
 
 import pytest
 
-from helpers import config, frontier
+from helpers import config
+from helpers.frontier import from_scratch
 
 pytestmark = pytest.mark.slow
 SCRIPT = config.repo_root() / "scripts" / "frontier_from_scratch.py"
 
 
-def run_script(output, *rows):
-    env = dict(os.environ, COURSE_FAST="1", COURSE_SEEDS="2", COURSE_OUTPUT_DIR=str(output), COURSE_HEADLESS="1")
-    return subprocess.run([sys.executable, str(SCRIPT), "--rows", *rows], env=env, capture_output=True,
+def run_script(output, *arguments):
+    env = dict(os.environ, COURSE_FAST="1", COURSE_OUTPUT_DIR=str(output), COURSE_HEADLESS="1")
+    env.pop("COURSE_SEEDS", None)
+    return subprocess.run([sys.executable, str(SCRIPT), *arguments], env=env, capture_output=True,
                           text=True, timeout=600)
 
 
-def test_make_frontier_writes_a_paired_table_and_plot_and_resumes(tmp_path):
-    first = run_script(tmp_path, "identity/uniform 1-bit")
+def test_make_frontier_writes_a_paired_results_file_and_resumes(tmp_path):
+    first = run_script(tmp_path, "--rows", "identity--topk1pct")
     assert first.returncode == 0, first.stderr[-2000:]
-    folder = tmp_path / "frontier_from_scratch"
-    table = frontier.check_results_file(folder / "results.json", rows=[("identity", "identity"),
-                                                                        ("identity", "uniform 1-bit")])
-    assert len(table) == 2 and table["seeds"].tolist() == [2, 2]  # identity was added as the reference
-    assert table.loc[0, "change CI low"] == table.loc[0, "change CI high"] == 0  # identity against itself
-    assert (folder / "frontier.png").stat().st_size > 10_000
-    assert len(list((tmp_path / "runs").glob("scratch-identity--uniform1-seed*.json"))) == 2
-    again = run_script(tmp_path, "identity/uniform 1-bit")
-    assert again.returncode == 0 and "loaded 4 saved runs from" in again.stdout, again.stdout  # nothing trained twice
-    rows = json.loads((folder / "results.json").read_text())
-    assert [r["accuracy change (points)"] for r in rows] == table["accuracy change (points)"].tolist()
+    path = tmp_path / "results" / "frontier_from_scratch.json"  # fast mode never writes into results/
+    results = from_scratch.load_results(path)
+    assert sorted((e["row"], e["seed"]) for e in results["runs"]) == [
+        ("identity--identity", 0), ("identity--identity", 1), ("identity--topk1pct", 0), ("identity--topk1pct", 1)]
+    topk = next(r for r in results["summary"] if r["row"] == "identity--topk1pct")
+    assert topk["paired_seeds"] == [0, 1] and "change_low" in topk
+    assert all(e["commit"] and e["machine"]["cores"] and e["rounds"] == 2 for e in results["runs"])
+    assert (tmp_path / "results" / "frontier_from_scratch.csv").exists()
+    again = run_script(tmp_path, "--rows", "identity--topk1pct")
+    assert again.returncode == 0 and "kept 4 runs already in" in again.stdout, again.stdout  # nothing trained twice
+    assert json.loads(path.read_text())["runs"] == results["runs"]
 
 
-def test_make_frontier_names_an_unknown_method(tmp_path):
-    result = run_script(tmp_path, "identity/uniform 3-bit")
+def test_make_frontier_names_an_unknown_row(tmp_path):
+    result = run_script(tmp_path, "--rows", "identity--uniform3")
     assert result.returncode == 2
-    assert "unknown method 'uniform 3-bit'; choose one of" in result.stderr
+    assert "unknown rows ['identity--uniform3']; choose slugs or labels of:" in result.stderr
