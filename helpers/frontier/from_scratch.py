@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config, runs, training
-from helpers.frontier import sweep
+from helpers.frontier import fetchsgd, sweep
 from helpers.runs import intervals
 
 CROSS_DEVICE, CROSS_SILO = "cross-device", "cross-silo"
@@ -91,7 +91,7 @@ def _fedavg(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose)
 
 
 # How each kind of row trains: (model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose) -> History.
-TRAINERS = {"fedavg": _fedavg}
+TRAINERS = {"fedavg": _fedavg, "fetchsgd": fetchsgd.train_fetchsgd}
 
 IDENTITY_ROW = Row(sweep.IDENTITY, sweep.IDENTITY)
 HEADLINE = [
@@ -101,6 +101,8 @@ HEADLINE = [
     Row(sweep.IDENTITY, "top-1% values + indices"),
     Row(sweep.IDENTITY, sweep.IDENTITY, CROSS_SILO),
     Row(sweep.IDENTITY, "top-1% values + indices", CROSS_SILO),
+    Row(sweep.IDENTITY, fetchsgd.AGGREGATION, trainer="fetchsgd",
+        label="FetchSGD (count sketch, momentum and error on the server)"),
 ]
 
 
