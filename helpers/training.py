@@ -129,6 +129,8 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
     - ``checkpoint``: a :class:`helpers.runs.checkpoints.RunCheckpoints`. The run
       resumes from its latest checkpoint and saves the state and history every
       ``checkpoint.every`` rounds and after the last one.
+    - A process with a method ``next_for_clients`` keeps state for each client
+      (:func:`_next_round`); its state is whatever that method returns.
     """
     if not isinstance(settings, runs.RunSettings):
         raise TypeError(f"settings must be a helpers.runs.RunSettings (runs.run_settings('tutorial'), say), "
@@ -160,11 +162,12 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
         with seeds.round_seeds(seed, round_num):
             datasets = client_datasets_fn(clients)
         start = time.perf_counter()
-        output = process.next(state, datasets)
+        output, fields = _next_round(process, state, clients, datasets)
         seconds = time.perf_counter() - start
         state = output.state
         record = _round_record(round_num, clients, seconds, output.metrics,
                                history.rounds[-1] if history.rounds else None)
+        record.update(fields)
         history.rounds.append(record)
         if verbose and (round_num % every == 0 or round_num == num_rounds):
             print(f"{format_round(record)}  [{progress.time_left(started, round_num - done, num_rounds - done)}]")
@@ -193,6 +196,18 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
     return state, history
 
 
+def _next_round(process, state, clients, datasets):
+    """One round of ``process``: ``(output, fields for the round's record)``.
+
+    A process that keeps state for each client has a method ``next_for_clients(state, clients,
+    datasets)`` (:class:`helpers.frontier.error_feedback.ErrorFeedbackRounds`): it is told the round's
+    client ids and returns its own record fields too. Any other process: ``process.next(state, datasets)``.
+    """
+    if hasattr(process, "next_for_clients"):
+        return process.next_for_clients(state, clients, datasets)
+    return process.next(state, datasets), {}
+
+
 def _with_lr_drop(optimizer, learning_rate, drop):
     """``optimizer`` whose learning rate becomes ``drop[1]`` after ``drop[0]`` rounds."""
     after_rounds, new_rate = drop  # checked by RunSettings
@@ -203,16 +218,30 @@ def _with_lr_drop(optimizer, learning_rate, drop):
     return tff.learning.optimizers.schedule_learning_rate(optimizer, schedule)
 
 
-def build_fed_avg(model_fn, encoders=None, settings=None):
+def fed_avg_optimizers(settings):
+    """``(client optimizer, server optimizer)`` of a :class:`helpers.runs.RunSettings`, as TFF optimizers.
+
+    Client SGD at ``client_lr``; server SGD at ``server_lr`` with ``server_momentum`` (FedAvgM when
+    above 0), switched to ``server_lr_drop[1]`` after ``server_lr_drop[0]`` rounds.
+    """
+    server_optimizer = tff.learning.optimizers.build_sgdm(
+        learning_rate=settings.server_lr, momentum=settings.server_momentum or None)
+    if settings.server_lr_drop is not None:
+        server_optimizer = _with_lr_drop(server_optimizer, settings.server_lr, settings.server_lr_drop)
+    return tff.learning.optimizers.build_sgdm(learning_rate=settings.client_lr), server_optimizer
+
+
+def build_fed_avg(model_fn, encoders=None, settings=None, aggregator=None):
     """``build_weighted_fed_avg`` with measured (and optionally compressed) communication.
 
     ``encoders`` is a :class:`helpers.compression.EncoderFns` (default
     :func:`helpers.compression.identity`: both directions uncompressed, still
     measured). The optimizers are those of ``settings`` (a
     :class:`helpers.runs.RunSettings`; default :data:`helpers.runs.TUTORIAL`, the
-    original tutorial's client SGD 0.02 and server SGD 1.0): client SGD at
-    ``client_lr``, server SGD at ``server_lr`` with ``server_momentum`` (FedAvgM
-    when above 0), switched to ``server_lr_drop[1]`` after ``server_lr_drop[0]`` rounds.
+    original tutorial's client SGD 0.02 and server SGD 1.0), from
+    :func:`fed_avg_optimizers`. ``aggregator``: a weighted aggregation factory
+    that replaces the encoded mean of ``encoders.aggregation`` (it must measure
+    ``aggregated_bits`` itself).
 
     First it gives back what the processes run before still hold
     (:func:`helpers.workers.runtime.release_finished_runs`: TFF's compiler cache and its
@@ -221,16 +250,13 @@ def build_fed_avg(model_fn, encoders=None, settings=None):
     runtime.release_finished_runs()
     encoders = encoders or compression.identity()
     settings = settings or runs.TUTORIAL
-    server_optimizer = tff.learning.optimizers.build_sgdm(
-        learning_rate=settings.server_lr, momentum=settings.server_momentum or None)
-    if settings.server_lr_drop is not None:
-        server_optimizer = _with_lr_drop(server_optimizer, settings.server_lr, settings.server_lr_drop)
+    client_optimizer, server_optimizer = fed_avg_optimizers(settings)
     return tff.learning.algorithms.build_weighted_fed_avg(
         model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=settings.client_lr),
+        client_optimizer_fn=client_optimizer,
         server_optimizer_fn=server_optimizer,
         model_distributor=compression.build_encoded_broadcast_process(model_fn, encoders.broadcast),
-        model_aggregator=compression.build_encoded_mean_factory(encoders.aggregation),
+        model_aggregator=aggregator or compression.build_encoded_mean_factory(encoders.aggregation),
     )
 
 
@@ -306,19 +332,13 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
 def _checkpoints_for(name, settings, seed, model_fn, encoders, evaluate_fn, initial_weights, folder,
                      every, verbose):
     """The :class:`helpers.runs.checkpoints.RunCheckpoints` of a :func:`train_fed_avg` run, or None."""
-    active = checkpoints.active()
-    if folder is None and active is None:
+    if folder is None and checkpoints.active() is None:
         return None
     fingerprint = dict(function="train_fed_avg", name=name, settings=settings.as_dict(), seed=seed,
                        model=checkpoints.describe(model_fn), encoders=checkpoints.describe(encoders),
                        evaluate=checkpoints.describe(evaluate_fn),
                        initial_weights=checkpoints.array_digest(initial_weights))
-    checkpoint = checkpoints.RunCheckpoints(folder or active["root"], name, fingerprint,
-                                            every if folder is not None else active["every"],
-                                            verbose=verbose)
-    if active is not None:
-        active["used"].append(checkpoint)
-    return checkpoint
+    return checkpoints.for_run(name, fingerprint, folder, every, verbose)
 
 
 def save_weights(model_weights, path):

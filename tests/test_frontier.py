@@ -49,6 +49,10 @@ def independent_bits(method):
         "rotated 1-bit sign, one shared rotation": blocks * 1024 + blocks * 32,  # no seed sent
         "top-1% values + indices": math.ceil(0.01 * N) * 64,
         "nearest 4-bit, tight": N * 4 + MIN_MAX,
+        "1-bit sign, mean scale": N + 32,                       # one bit per value, one float32 scale
+        "QSGD 4-bit": 25 * 512 * 4 + 25 * 32,                   # 25 buckets of 512: 4-bit levels + a norm each
+        "QSGD 2-bit": 25 * 512 * 2 + 25 * 32,
+        "TernGrad": N * 2 + 32,                                 # 2-bit levels, one max |x|
     }
     return counts.get(method)
 

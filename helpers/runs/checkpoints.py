@@ -328,3 +328,19 @@ def enabled(root=None, every=DEFAULT_EVERY):
 def active():
     """``{"root", "every", "used"}`` inside :func:`enabled`, else None."""
     return _enabled.get()
+
+
+def for_run(name, fingerprint, folder=None, every=DEFAULT_EVERY, verbose=True):
+    """The :class:`RunCheckpoints` of one run, or None when it keeps none.
+
+    Under ``folder`` every ``every`` rounds when a folder is given; else, inside
+    :func:`enabled`, under its root at its interval (and listed in its ``used``).
+    """
+    found = active()
+    if folder is None and found is None:
+        return None
+    checkpoint = RunCheckpoints(folder or found["root"], name, fingerprint,
+                                every if folder is not None else found["every"], verbose=verbose)
+    if found is not None:
+        found["used"].append(checkpoint)
+    return checkpoint
