@@ -49,12 +49,12 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-from helpers import compression, runs, training
-from helpers.workers import runtime
+from helpers import compression, config, data, runs, training
+from helpers.runs import checkpoints, seeds
 
 __all__ = ["CountSketchEncodingStage", "FetchSGDFactory", "build_fetchsgd", "train_fetchsgd",
            "uplink_bits_per_client", "AGGREGATION", "DEFAULT_ROWS", "DEFAULT_COLUMNS", "DEFAULT_FRACTION",
-           "SKETCH_SEED"]
+           "SKETCH_SEED", "SOURCES"]
 
 # Defaults for the course's CNN (d = 1,663,370 parameters), as the authors' code has them: 5 rows, and
 # 10 columns per coordinate applied a round (their k = 50,000 with 500,000 columns).
@@ -62,6 +62,7 @@ DEFAULT_ROWS = 5
 DEFAULT_COLUMNS = 33_268  # 5 x 33,268 = 166,340 float32 cells: 5,322,880 bits, 1/10.0 of the update's 53,227,840
 DEFAULT_FRACTION = 0.002  # k = ceil(0.2% of d) = 3,327 coordinates applied per round, columns / 10
 SKETCH_SEED = 38  # the hashes that every client and the server share, every round
+SOURCES = ("frontier/fetchsgd",)  # the method's code (under helpers/), in its checkpoints' fingerprint
 AGGREGATION = "count sketch"  # the aggregation's name in a frontier row (helpers.frontier.from_scratch.Row)
 
 
@@ -283,16 +284,16 @@ class FetchSGDFactory(tff.aggregators.WeightedAggregationFactory):
 
 def build_fetchsgd(model_fn, settings, *, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, fraction=DEFAULT_FRACTION,
                    seed=SKETCH_SEED):
-    """FetchSGD as a ``tff.learning`` iterative process: FedAvg whose aggregator is :class:`FetchSGDFactory`.
+    """FetchSGD as a ``tff.learning`` iterative process: the course's FedAvg whose aggregator is :class:`FetchSGDFactory`.
 
     ``model_fn`` builds the ``tff.learning.models.VariableModel``; ``settings`` is a
-    :class:`helpers.runs.RunSettings`. The clients train with SGD at ``client_lr``, as in
-    FedAvg. ``server_lr``, ``server_lr_drop`` and ``server_momentum`` become the sketch
-    state's ``lr`` (and its drop) and ``rho``: they are what FedAvgM's server optimizer
-    does, moved into sketch space. The server optimizer itself is SGD at learning rate 1
-    without momentum, so it only applies ``Delta``. The broadcast is the course's measured
-    identity broadcast. Returns the process, for ``process=`` of
-    :func:`helpers.training.train_fed_avg` (or :func:`helpers.training.run_rounds`).
+    :class:`helpers.runs.RunSettings`. :func:`helpers.training.build_fed_avg` builds it: the
+    clients train with SGD at ``client_lr``, as in FedAvg, and the broadcast is the course's
+    measured identity broadcast. ``server_lr``, ``server_lr_drop`` and ``server_momentum``
+    become the sketch state's ``lr`` (and its drop) and ``rho``: what FedAvgM's server
+    optimizer does, moved into sketch space. The server optimizer itself is SGD at learning
+    rate 1 without momentum, so it only applies ``Delta``. Returns the process, for
+    ``process=`` of :func:`helpers.training.train_fed_avg` (or :func:`helpers.training.run_rounds`).
 
     The defaults, for the course's CNN (d = 1,663,370): ``rows=5``, ``columns=33,268``: a
     client sends 166,340 float32 cells, :func:`uplink_bits_per_client` = 5,322,880 bits a
@@ -305,26 +306,32 @@ def build_fetchsgd(model_fn, settings, *, rows=DEFAULT_ROWS, columns=DEFAULT_COL
     aggregator = FetchSGDFactory(CountSketchEncodingStage(rows, columns, seed), fraction,
                                  learning_rate=settings.server_lr, momentum=settings.server_momentum,
                                  lr_drop=settings.server_lr_drop)
-    runtime.release_finished_runs()
-    return tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=settings.client_lr),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
-        model_distributor=compression.build_encoded_broadcast_process(model_fn, compression.identity().broadcast),
-        model_aggregator=aggregator,
-    )
+    applies_delta = settings.replace(server_lr=1.0, server_momentum=0.0, server_lr_drop=None)
+    return training.build_fed_avg(model_fn, compression.identity(), applies_delta, aggregator=aggregator)
 
 
-def train_fetchsgd(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
+def train_fetchsgd(model_fn, row, settings, train, evaluate_fn=None, *, seed=None, name="run", verbose=True):
     """Train a FetchSGD row of the from-scratch frontier (a trainer of ``from_scratch.TRAINERS``); a History.
 
-    :func:`helpers.training.train_fed_avg` with :func:`build_fetchsgd`'s process (its
-    defaults), so the rounds, seeds, checkpoints and History are those of every other row.
+    :func:`build_fetchsgd`'s process (its defaults) trained by :func:`helpers.training.run_rounds`
+    as :func:`helpers.training.train_fed_avg` trains FedAvg: the same initial model, clients and
+    shuffles for the same ``seed``, sampled from ``train.client_ids`` (a ``ClientData``), and
+    checkpoints inside :func:`helpers.runs.cached_history`. The checkpoints' fingerprint holds
+    the digests of :data:`SOURCES`, so a checkpoint of an older FetchSGD is never resumed.
     ``row`` must have the identity broadcast and the aggregation :data:`AGGREGATION`.
     """
     if (row.broadcast, row.aggregation) != ("identity", AGGREGATION):
         raise ValueError(f"a FetchSGD row has the broadcast 'identity' and the aggregation {AGGREGATION!r}; "
                          f"row {row.label!r} has {row.broadcast!r} and {row.aggregation!r}.")
+    run_seed = config.SEED if seed is None else seed
     process = build_fetchsgd(model_fn, settings)
-    return training.train_fed_avg(model_fn, compression.identity(), settings, train, evaluate_fn, seed=seed,
-                                  process=process, name=name, verbose=verbose)
+    initial_weights = seeds.initial_model_weights(model_fn, run_seed)
+    fingerprint = dict(function="train_fetchsgd", name=name, settings=settings.as_dict(), seed=run_seed,
+                       model=checkpoints.describe(model_fn), evaluate=checkpoints.describe(evaluate_fn),
+                       code=checkpoints.code_digests(SOURCES))
+    _, history = training.run_rounds(
+        process, lambda ids: data.make_federated_data(train, ids, epochs=settings.client_epochs), train.client_ids,
+        settings, seed=run_seed, evaluate_fn=evaluate_fn,
+        state=process.set_model_weights(process.initialize(), initial_weights), name=name, verbose=verbose,
+        checkpoint=checkpoints.for_run(name, fingerprint))
+    return history
