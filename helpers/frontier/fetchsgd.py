@@ -28,18 +28,28 @@ round applies only the ``k`` coordinates that the error sketch says are largest.
   masking): so do we. The paper's optional second round of communication (asking the
   clients for the exact values of the k chosen coordinates) is *not* used: ``Delta``
   holds the sketch's estimates, and every round is one upload per client.
-- :func:`build_fetchsgd`: ``tff.learning.algorithms.build_weighted_fed_avg`` with this
-  aggregator, the course's measured identity broadcast, and a server optimizer that only
+- :func:`build_fetchsgd`: the course's FedAvg (:func:`helpers.training.build_fed_avg`) with
+  this aggregator, the measured identity broadcast, and a server optimizer that only
   applies ``Delta`` (SGD at learning rate 1, no momentum): the run's server learning rate,
   its drop and its momentum live in the sketch state instead.
-- :func:`train_fetchsgd`: the trainer of ``make frontier``'s FetchSGD row.
+- :func:`train_fetchsgd`: the trainer of ``make frontier``'s FetchSGD row: the same initial
+  model, clients and shuffles as FedAvg for a seed, checkpointed with the server's sketches.
+
+Two choices are ours, not the paper's. The clients run FedAvg's local training and sketch
+their model update (the paper's clients sketch one gradient). The sketch size keeps the
+authors' code's proportions (``CommEfficient/utils.py``: 5 rows, k = 50,000, 500,000
+columns, so 10 columns per coordinate applied) scaled to the CNN, which has fewer
+coordinates than their default sketch has cells; the learning rate and momentum are the
+course's long run's (FedAvgM's), not tuned for FetchSGD.
 
 This is a method of its own, not a repair of client-side top-k. A top-k client
 drops what it does not send and never tells the server what, so no server can
-give it back; a FetchSGD client drops nothing (it sketches its whole update),
-and what a round does not apply waits in the server's error sketch, whichever
-clients come next. What it gives up is precision: cells mix every coordinate
-that hashes to them, so the applied values are estimates.
+give it back; error feedback on the server cannot recover it either, since the server
+never sees what a client dropped. A FetchSGD client drops nothing (it sketches its
+whole update, in far fewer numbers), and what a round does not apply waits in the
+server's error sketch, whichever clients come next, so clients need no state of their
+own. What it gives up is precision: cells mix every coordinate that hashes to them, so
+the applied values are estimates.
 """
 import collections
 import math
@@ -134,7 +144,7 @@ class CountSketchEncodingStage(te.core.EncodingStageInterface):
 
     # -- what FetchSGD's server uses besides encode and decode --
     def hashes(self, d, dtype=tf.float32):
-        """``(cells, signs)``, both ``[rows, d]``: each coordinate's flat cell (``row * columns + bucket``) and ±1 sign.
+        """``(cells, signs)``, both ``[rows, d]``: each coordinate's flat cell (``row * columns + bucket``), ±1 sign.
 
         ``d`` is an int or a scalar int32 tensor. One stateless draw in ``[0, 2 * columns)``
         per row and coordinate gives both: its remainder by ``columns`` is the bucket, its
@@ -257,7 +267,9 @@ class FetchSGDFactory(tff.aggregators.WeightedAggregationFactory):
             zeros = tf.zeros([rows, columns], tf.float32)
             return collections.OrderedDict(momentum=zeros, error=zeros, round=tf.constant(0, tf.int32))
 
-        @tff.tensorflow.computation(initial_sketches.type_signature.result, inner.next.type_signature.result.result.member)
+        mean_sketch_type = inner.next.type_signature.result.result.member
+
+        @tff.tensorflow.computation(initial_sketches.type_signature.result, mean_sketch_type)
         def server_step(sketches, mean_sketch):  # at the server
             new, indices, values = self._server_step(sketches, mean_sketch, d, k)
             delta = tf.scatter_nd(indices[:, None], values, [d])
@@ -284,7 +296,7 @@ class FetchSGDFactory(tff.aggregators.WeightedAggregationFactory):
 
 def build_fetchsgd(model_fn, settings, *, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, fraction=DEFAULT_FRACTION,
                    seed=SKETCH_SEED):
-    """FetchSGD as a ``tff.learning`` iterative process: the course's FedAvg whose aggregator is :class:`FetchSGDFactory`.
+    """FetchSGD as a ``tff.learning`` iterative process: the course's FedAvg, its aggregator :class:`FetchSGDFactory`.
 
     ``model_fn`` builds the ``tff.learning.models.VariableModel``; ``settings`` is a
     :class:`helpers.runs.RunSettings`. :func:`helpers.training.build_fed_avg` builds it: the
