@@ -59,10 +59,14 @@ def train():
 
 
 @pytest.fixture(scope="module")
-def top_k_rounds():
+def top_k_process():
     settings = runs.RunSettings(rounds=1, clients_per_round=1, client_lr=0.1, server_lr=1.0)
-    return ef.ErrorFeedbackRounds(ef.build_error_feedback_process(
-        tiny_model_fn, ef.encoders_for(sweep.IDENTITY, TOP_K, THRESHOLD), settings))
+    return ef.build_error_feedback_process(tiny_model_fn, ef.encoders_for(sweep.IDENTITY, TOP_K, THRESHOLD), settings)
+
+
+@pytest.fixture
+def top_k_rounds(top_k_process, tmp_path):  # a run's residual files in a folder of its own
+    return ef.ErrorFeedbackRounds(top_k_process, tmp_path / "residuals")
 
 
 def start(rounds):
@@ -125,19 +129,21 @@ def test_what_a_client_sent_plus_its_residual_is_the_sum_of_its_updates(top_k_ro
         before = after
     assert len(sent) >= 2 and max(len(v) for v in sent.values()) >= 3  # clients came back
     for client in sent:
-        residual = ef.residual_of(state, client)
+        residual = top_k_rounds.residual_of(state, client)
         total_sent = [sum(variables) for variables in zip(*sent[client])]
         total_updates = [sum(variables) for variables in zip(*updates[client])]
         for s, e, u in zip(total_sent, residual, total_updates):
             np.testing.assert_allclose(s + e, u, atol=2e-7, rtol=1e-5)
         assert np.linalg.norm(residual[0]) > 0.3 * np.linalg.norm(total_updates[0])  # most of it still waits
-    assert ef.residual_of(state, train.client_ids[3]) is None  # never sampled: no residual
+    assert top_k_rounds.residual_of(state, train.client_ids[3]) is None  # never sampled: no residual
+    assert len(list((tmp_path / "residuals").glob("*.npy"))) == settings.rounds  # a file per client and round
 
 
 def test_with_identity_encoders_it_is_fedavg_bit_for_bit(train, tmp_path):
     settings = runs.RunSettings(rounds=3, clients_per_round=2, client_lr=0.1, server_lr=0.5, server_momentum=0.9)
     encoders = ef.encoders_for(sweep.IDENTITY, sweep.IDENTITY, THRESHOLD)
-    rounds = ef.ErrorFeedbackRounds(ef.build_error_feedback_process(tiny_model_fn, encoders, settings))
+    rounds = ef.ErrorFeedbackRounds(ef.build_error_feedback_process(tiny_model_fn, encoders, settings),
+                                    tmp_path / "residuals")
     state, history = training.run_rounds(rounds, datasets_fn(train), train.client_ids, settings, seed=SEED,
                                          state=start(rounds), evaluate_fn=evaluate, verbose=False)
     path = tmp_path / "fedavg.npz"
@@ -150,7 +156,8 @@ def test_with_identity_encoders_it_is_fedavg_bit_for_bit(train, tmp_path):
         assert {k: v for k, v in ours.items() if k not in extra | {"seconds"}} == \
             {k: v for k, v in theirs.items() if k != "seconds"}
     assert history.evals == fedavg.evals
-    assert all(not np.any(table) for table in state.residuals)  # nothing dropped, nothing kept
+    residuals = [rounds.residual_of(state, c) for c in json.loads(state.clients)]
+    assert len(residuals) >= 3 and not any(np.any(r) for residual in residuals for r in residual)  # none kept
 
 
 # ---------------------------------------------------------------- bits --
@@ -171,11 +178,13 @@ def test_the_cnn_rows_send_exactly(method, bits):
     settings = runs.RunSettings(rounds=1, clients_per_round=2)
     process = ef.build_error_feedback_process(model.build_model_fn(), ef.encoders_for(sweep.IDENTITY, method),
                                               settings)
-    residuals = [[np.zeros(s.shape, np.float32) for s in ef.ErrorFeedbackRounds(process).specs]] * 2
+    specs = ef.ErrorFeedbackRounds(process, "unused").specs
+    residuals = [[np.zeros(s.shape, np.float32) for s in specs]] * 2
     output = process.next(process.initialize(), client_datasets(2), residuals)
     assert int(output.metrics["distributor"]["broadcast_bits"]) == 2 * 53_227_840
     assert int(output.metrics["aggregator"]["aggregated_bits"]) == 2 * bits
-    assert [r.shape for r in output.residuals[0]] == [s.shape for s in ef.ErrorFeedbackRounds(process).specs]
+    assert [r.shape for r in output.residuals[0]] == [s.shape for s in specs]
+    assert sum(s.shape.num_elements() for s in specs) == 1_663_370  # 6,653,480 bytes of float32 per residual
 
 
 # -------------------------------------------------------------- resume --
@@ -184,42 +193,51 @@ class Interrupted(Exception):
     pass
 
 
-def test_a_run_interrupted_and_resumed_is_bit_identical(top_k_rounds, train, tmp_path, capsys):
+def test_a_run_interrupted_and_resumed_is_bit_identical(top_k_process, train, tmp_path, capsys):
     settings = runs.RunSettings(rounds=5, clients_per_round=2, client_lr=0.1, server_lr=0.5, server_momentum=0.9,
                                 eval_every=2)
     fingerprint = dict(test="resume", settings=settings.as_dict())
 
-    def run(datasets, folder):
-        checkpoint = checkpoints.RunCheckpoints(folder, "ef-resume", fingerprint, every=1, verbose=False)
-        return training.run_rounds(top_k_rounds, datasets, train.client_ids, settings, seed=SEED,
-                                   state=start(top_k_rounds), evaluate_fn=evaluate, verbose=False,
-                                   checkpoint=checkpoint)
+    def run(datasets, folder):  # as train_error_feedback: the residual files in the checkpoint's folder
+        checkpoint = checkpoints.RunCheckpoints(folder, "ef-resume", fingerprint, every=2, verbose=False)
+        rounds = ef.ErrorFeedbackRounds(top_k_process, checkpoint.folder / "residuals")
+        return rounds, *training.run_rounds(rounds, datasets, train.client_ids, settings, seed=SEED,
+                                            state=start(rounds), evaluate_fn=evaluate, verbose=False,
+                                            checkpoint=checkpoint)
 
-    whole_state, whole = run(datasets_fn(train), tmp_path / "whole")
+    whole_rounds, whole_state, whole = run(datasets_fn(train), tmp_path / "whole")
     built = []
 
     def dying(ids):
         built.append(ids)
-        if len(built) == 3:
-            raise Interrupted("killed while building round 3")
+        if len(built) == 4:  # round 3 wrote residual files after the checkpoint of round 2
+            raise Interrupted("killed while building round 4")
         return data.make_federated_data(train, ids)
 
     with pytest.raises(Interrupted):
         run(dying, tmp_path / "resumed")
     built.clear()
     capsys.readouterr()
-    state, history = run(lambda ids: built.append(ids) or data.make_federated_data(train, ids), tmp_path / "resumed")
+    rounds, state, history = run(lambda ids: built.append(ids) or data.make_federated_data(train, ids),
+                                 tmp_path / "resumed")
     assert "resuming after round 2" in capsys.readouterr().out and len(built) == 3  # rounds 3, 4, 5 only
-    for ours, theirs in zip(top_k_rounds.get_model_weights(state).trainable,
-                            top_k_rounds.get_model_weights(whole_state).trainable):
+    for ours, theirs in zip(rounds.get_model_weights(state).trainable,
+                            whole_rounds.get_model_weights(whole_state).trainable):
         np.testing.assert_array_equal(ours, theirs)
-    assert json.loads(state.clients) == json.loads(whole_state.clients) and len(json.loads(state.clients)) >= 3
+    clients = json.loads(state.clients)
+    assert clients == json.loads(whole_state.clients) and len(clients) >= 3
     np.testing.assert_array_equal(state.last_round, whole_state.last_round)
-    for ours, theirs in zip(state.residuals, whole_state.residuals):
-        np.testing.assert_array_equal(ours, theirs)
-    assert np.any(state.residuals[0])
+    assert any(r > 0 for r in whole.rounds[2]["residual_age"] if r is not None)  # round 3 read round 1-2 files
+    for client in clients:
+        for ours, theirs in zip(rounds.residual_of(state, client), whole_rounds.residual_of(whole_state, client)):
+            np.testing.assert_array_equal(ours, theirs)
+    assert np.any(rounds.residual_of(state, clients[0])[0])
     drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
     assert drop(history.rounds) == drop(whole.rounds) and history.evals == whole.evals
+    for path in rounds.folder.glob("*.npy"):
+        path.unlink()
+    with pytest.raises(FileNotFoundError, match="residual of client .* is missing.*delete the run's checkpoint"):
+        rounds.residual_of(state, clients[0])
 
 
 # ----------------------------------------------------------- staleness --
@@ -253,3 +271,45 @@ def test_the_same_clients_every_round_keep_fresh_residuals(top_k_rounds, train):
 def test_the_staleness_of_a_run_without_residuals_is_refused():
     with pytest.raises(ValueError, match="no residual ages"):
         ef.staleness_summary(History("plain", rounds=[dict(round=1, clients=["a"])]))
+
+
+def test_the_sampling_alone_gives_the_ages_a_run_meets(top_k_rounds, train):
+    settings = runs.RunSettings(rounds=6, clients_per_round=2, client_lr=0.1, server_lr=1.0)
+    _, history = training.run_rounds(top_k_rounds, datasets_fn(train), train.client_ids, settings, seed=SEED,
+                                     state=start(top_k_rounds), verbose=False)
+    assert ef.sampled_ages(train.client_ids, settings, SEED) == [r["residual_age"] for r in history.rounds]
+    assert ef.sampled_staleness(train.client_ids, settings, SEED) == ef.staleness_summary(history)
+
+
+def test_staleness_is_printed_for_a_known_sampling(capsys):
+    silo = runs.RunSettings(rounds=100, clients_per_round=10)
+    ids = [f"w{i}" for i in range(10)]  # the same 10 clients every round: every residual is one round old
+    assert ef.sampled_ages(ids, silo) == [[None] * 10] + [[1] * 10] * 99
+    line = ef.print_staleness(ef.sampled_staleness(ids, silo), "cross-silo")
+    assert line == ("cross-silo: 99.0% of 1,000 sampled clients had been seen before; their residuals were "
+                    "1 round old at the median (at most 1)")
+    assert capsys.readouterr().out == line + "\n"
+    history = History("known", rounds=[dict(round=1, clients=["a", "b"], residual_age=[None, None]),
+                                       dict(round=2, clients=["a", "c"], residual_age=[1, None]),
+                                       dict(round=3, clients=["b", "a"], residual_age=[2, 1])])
+    summary = ef.staleness_summary(history)
+    assert summary == dict(client_rounds=6, seen_before=0.5, median_age=1.0, max_age=2,
+                           seen_before_by_round=[0.0, 0.5, 1.0])
+    assert ef.print_staleness(summary, "by hand") == ("by hand: 50.0% of 6 sampled clients had been seen before; "
+                                                      "their residuals were 1 round old at the median (at most 2)")
+    new_only = ef.staleness_summary(History("new", rounds=[dict(round=1, clients=["a"], residual_age=[None])]))
+    assert ef.print_staleness(new_only, "one round").endswith("0.0% of 1 sampled clients had been seen before, "
+                                                             "so no residual was ever used")
+
+
+def test_the_full_size_cross_device_sampling_of_seed_0(capsys):
+    """500 writers, 10 a round for 100 rounds (make frontier's cross-device cohort): the figures of seed 0."""
+    settings = runs.RunSettings(rounds=100, clients_per_round=10)
+    ids = [f"w{i:03d}" for i in range(500)]
+    summary = ef.sampled_staleness(ids, settings, seed=0)
+    assert summary["client_rounds"] == 1000 and summary["seen_before"] == 0.567  # 567 returning, 433 distinct
+    assert (summary["median_age"], summary["max_age"]) == (19.0, 88)
+    assert len({c for r in range(1, 101) for c in training.sample_clients(ids, 10, seeds.sampling_rng(0, r))}) == 433
+    ef.print_staleness(summary, "cross-device, seed 0")
+    assert capsys.readouterr().out == ("cross-device, seed 0: 56.7% of 1,000 sampled clients had been seen before; "
+                                       "their residuals were 19 rounds old at the median (at most 88)\n")
