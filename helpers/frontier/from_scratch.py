@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config, runs, training
-from helpers.frontier import sweep
+from helpers.frontier import fetchsgd, sweep
 from helpers.runs import checkpoints, intervals
 
 CROSS_DEVICE, CROSS_SILO = "cross-device", "cross-silo"
@@ -116,10 +116,12 @@ def _error_feedback(model_fn, row, settings, train, evaluate_fn, *, seed, name, 
 
 
 # How each kind of row trains: (model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose) -> History.
-TRAINERS = {"fedavg": _fedavg, "majority_vote": _majority_vote, "error_feedback": _error_feedback}
+TRAINERS = {"fedavg": _fedavg, "majority_vote": _majority_vote, "error_feedback": _error_feedback,
+            "fetchsgd": fetchsgd.train_fetchsgd}
 # The source (modules under helpers/) of trainers whose method is more than their encoders: part of their
 # runs' keys (:func:`run_key`), so a saved run of an older version is not reused. Other trainers' keys are as before.
-TRAINER_SOURCES = {"error_feedback": ("frontier/error_feedback", "training")}
+TRAINER_SOURCES = {"error_feedback": ("frontier/error_feedback", "training"),
+                   "fetchsgd": ("frontier/fetchsgd", "compression", "training")}
 
 IDENTITY_ROW = Row(sweep.IDENTITY, sweep.IDENTITY)
 HEADLINE = [
@@ -135,6 +137,8 @@ HEADLINE = [
     Row(sweep.IDENTITY, "top-1% values + indices", CROSS_SILO, trainer="error_feedback",
         label="top-1% + error feedback, cross-silo"),
     Row(sweep.IDENTITY, "1-bit sign, mean scale", trainer="error_feedback", label="1-bit sign + error feedback"),
+    Row(sweep.IDENTITY, fetchsgd.AGGREGATION, trainer="fetchsgd",
+        label="FetchSGD (count sketch, momentum and error on the server)"),
 ]
 
 
