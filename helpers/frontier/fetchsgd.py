@@ -305,7 +305,8 @@ def build_fetchsgd(model_fn, settings, *, rows=DEFAULT_ROWS, columns=DEFAULT_COL
     become the sketch state's ``lr`` (and its drop) and ``rho``: what FedAvgM's server
     optimizer does, moved into sketch space. The server optimizer itself is SGD at learning
     rate 1 without momentum, so it only applies ``Delta``. Returns the process, for
-    ``process=`` of :func:`helpers.training.train_fed_avg` (or :func:`helpers.training.run_rounds`).
+    :func:`helpers.training.run_rounds` (or, in a :class:`helpers.training.BuiltFedAvg`,
+    :func:`helpers.training.train_fed_avg`).
 
     The defaults, for the course's CNN (d = 1,663,370): ``rows=5``, ``columns=33,268``: a
     client sends 166,340 float32 cells, :func:`uplink_bits_per_client` = 5,322,880 bits a
@@ -344,6 +345,7 @@ def train_fetchsgd(model_fn, row, settings, train, evaluate_fn=None, *, seed=Non
     _, history = training.run_rounds(
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings.client_epochs), train.client_ids,
         settings, seed=run_seed, evaluate_fn=evaluate_fn,
-        state=process.set_model_weights(process.initialize(), initial_weights), name=name, verbose=verbose,
-        checkpoint=checkpoints.for_run(name, fingerprint))
+        state=process.set_model_weights(process.initialize(), initial_weights),
+        outputs=runs.RunOutputs(name=name, verbose=verbose,
+                                checkpoint=checkpoints.for_run(name, fingerprint, verbose=verbose)))
     return history
