@@ -10,9 +10,9 @@ from helpers.frontier.sweep import (AGGREGATION_ONLY, BOTH, BROADCAST_ONLY, IDEN
                                     best_within, change_interval, check_results_file, encoder_fns,
                                     from_scratch_settings, pareto_front, parse_row, results_table, row_key,
                                     row_name, row_slug, run_sweep, save_results, sweep_settings, target_lines,
-                                    warm_start_path)
+                                    warm_start, warm_start_path)
 
 __all__ = ["AGGREGATION_ONLY", "BOTH", "BROADCAST_ONLY", "IDENTITY", "LEFT_OUT", "METHODS", "SWEEP", "best_within",
            "change_interval", "check_results_file", "encoder_fns", "from_scratch_settings", "pareto_front",
            "parse_row", "results_table", "row_key", "row_name", "row_slug", "run_sweep", "save_results",
-           "sweep_settings", "target_lines", "warm_start_path"]
+           "sweep_settings", "target_lines", "warm_start", "warm_start_path"]
