@@ -297,3 +297,12 @@ def test_06_explains_kashins_representation_with_its_references():
     assert len(sentences([kashin.replace("et al.", "et al")])) == 2, sentences([kashin])
     assert "Lyubarskii and Vershynin, 2010" in kashin and "Caldas et al. (2018" in kashin
 
+
+def test_the_readme_says_which_bits_are_not_counted_and_how_many():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "count **every bit**" not in readme
+    assert "test_uncounted_bits_of_the_tutorial_policy" in readme
+    for figure in ("(32 bits)", "(256 bits)", "320 bits per client and round", "0.001%", "128-bit seed"):
+        assert figure in readme, figure
+    for path in NUMBERED[:5]:  # what notebooks 01-05 say they count
+        assert "every bit" not in flat(markdown(path)), path.name
