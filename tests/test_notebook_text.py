@@ -298,6 +298,20 @@ def test_06_explains_kashins_representation_with_its_references():
     assert "Lyubarskii and Vershynin, 2010" in kashin and "Caldas et al. (2018" in kashin
 
 
+def test_04_has_the_secure_aggregation_section_that_01_points_to():
+    path = notebook("04_fedavg_compressed.ipynb")
+    headings = [line for text in markdown(path) for line in text.splitlines() if line.startswith("## ")]
+    assert "## Secure aggregation" in headings, headings
+    ids = [c.get("id") for c in cells(path)]
+    code = dict((c.get("id"), "".join(c["source"])) for c in cells(path))
+    assert ids.index("secure-sum") < ids.index("understanding-1-check")
+    for step in ("tff.aggregators.SecureSumFactory(", "tff.backends.test.create_sync_test_cpp_execution_context(",
+                 "get_context_stack().install(", "commutes_with_sum"):
+        assert step in code["secure-sum"] + code["secure-stages"], step
+    text = flat(markdown(path))
+    assert "eprint.iacr.org/2017/281" in text and "lowers" in text
+
+
 def test_the_readme_says_which_bits_are_not_counted_and_how_many():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "count **every bit**" not in readme
