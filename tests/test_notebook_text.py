@@ -312,6 +312,15 @@ def test_04_has_the_secure_aggregation_section_that_01_points_to():
     assert "eprint.iacr.org/2017/281" in text and "lowers" in text
 
 
+def test_05_shows_the_test_accuracy_of_every_student_stage_next_to_uniform_quantization():
+    for path in (notebook("05_custom_encoding_stages.ipynb"), ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"):
+        source = cell_after(path, "## 6. Your stages in FedAvg: test accuracy")
+        for stage in ("NonUniformQuantizationEncodingStage", "HuffmanEncodingStage",
+                      "AdaptiveRangeQuantizationEncodingStage", "te.encoders.uniform_quantization(bits=8)",
+                      "frontier.warm_start(", "intervals.compare_to_reference("):
+            assert stage in source, (path.name, stage)
+
+
 def test_the_readme_says_which_bits_are_not_counted_and_how_many():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "count **every bit**" not in readme
