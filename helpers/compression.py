@@ -365,3 +365,41 @@ def build_encoded_mean_factory(encoder_fn):
     if not callable(encoder_fn):
         raise TypeError(f"encoder_fn must be a function spec -> GatherEncoder, got {encoder_fn!r}.")
     return _MeasuredEncodedMeanFactory(encoder_fn)
+
+
+# ------------------------------------------------------------ not counted --
+
+def uncounted_bits(process, model_fn, aggregation_encoder_fn):
+    """Bits per client and round that FedAvg also sends, but ``broadcast_bits`` and ``aggregated_bits`` leave out.
+
+    ``process`` is a ``build_weighted_fed_avg`` process of ``model_fn``'s model whose aggregator is
+    :func:`build_encoded_mean_factory` of ``aggregation_encoder_fn``. Returns a dict of ints, bits per client:
+
+    - ``optimizer_hparams``: the client optimizer's hyperparameters (its learning rate), the client work's state,
+      which FedAvg broadcasts to every client each round;
+    - ``encoder_params``: the aggregation encoders' parameters the server sends to every client so that all encode
+      alike (for example a rotation's seed; none for uniform quantization with each client's own range);
+    - ``update_weight``: the client's weight, its number of examples as a float32, which ``MeanFactory`` sums
+      next to the encoded ``weight × update``;
+    - ``client_metrics``: the model's unfinalized training metrics (loss and accuracy as sums and counts, the
+      numbers of examples and batches), which the client work sums at the server.
+
+    The broadcast encoders' own parameters travel inside the encoded model and are counted in ``broadcast_bits``.
+    """
+    state_type = process.initialize.type_signature.result.member
+    hparams = tff.types.type_to_tf_tensor_specs(state_type.client_work)
+    weights_type = tff.learning.models.weights_type_from_model(model_fn)
+    specs = _tensor_specs(weights_type.trainable)
+    encoders = _encoders_for(specs, [f"#{i}" for i in range(len(specs))], aggregation_encoder_fn,
+                             te.core.GatherEncoder, "as_gather_encoder")
+    with tf.Graph().as_default():
+        params = [e.get_params(e.initial_state())[:2] for e in encoders]  # encode and before-sum parameters
+        model = model_fn()  # kept: the tf.function below holds its model weakly
+        metrics = model.report_local_unfinalized_metrics()
+        return dict(
+            optimizer_hparams=sizing.structure_spec_bits(hparams),
+            encoder_params=sizing.structure_spec_bits(params),
+            # TFF's client work sends tf.cast(num_examples, tf.float32) as the update's weight
+            update_weight=sizing.spec_bits(tf.TensorSpec([], tf.float32)),
+            client_metrics=sizing.structure_spec_bits(metrics),
+        )

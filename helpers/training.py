@@ -313,6 +313,23 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, *, seed
     return history
 
 
+def train_or_load(name, model_fn, encoders, settings, train, evaluate_fn=None, *, logdir=None, keep_models=False):
+    """One :func:`train_fed_avg` run, loaded from ``outputs/runs/`` when a run of the same ``name``, ``settings``
+    and ``encoders`` (their source) was saved, trained and saved otherwise; returns its :class:`History`.
+
+    ``keep_models``: also keep the model after each round of
+    ``settings.keep_model_after`` (:func:`helpers.runs.kept_models`), where
+    notebooks 04 and 06 find their warm start. Only the uncompressed baseline
+    keeps them: the files are named by the settings alone.
+    """
+    snapshots = runs.kept_models(settings) if keep_models else None
+    history, _ = runs.cached_history(name, settings, lambda: train_fed_avg(
+        model_fn, encoders, settings, train, evaluate_fn,
+        outputs=runs.RunOutputs(name=name, logdir=logdir, snapshots=snapshots)),
+        code=encoders)
+    return history
+
+
 def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, *, initial_weights=None,
                  outputs=None):
     """Train the same FedAvg once per seed of ``run_seeds``; returns one :class:`History` per seed, in order.

@@ -3,7 +3,8 @@
 ``python scripts/notebook_cells.py`` rewrites, from ``helpers.config`` (REPOSITORY, BRANCH, the kernel):
 - each notebook's first cell, tagged ``badges``: "Open in Colab" and Binder for that notebook's own path;
 - its setup cell, tagged ``setup``, from SETUP_SOURCE, and its kernel metadata from KERNELSPEC;
-- every Colab, Binder and Codespaces link in README.md, so that all of them name config.REPOSITORY.
+- every Colab, Binder and Codespaces link in README.md, so that all of them name config.REPOSITORY (and the
+  Codespaces badge's image is GitHub's own, https://github.com/codespaces/badge.svg).
 ``--check`` exits 1 if anything differs (a test runs it).
 """
 import pathlib
@@ -37,7 +38,7 @@ if not (3, 9) <= sys.version_info[:2] <= (3, 11):
 if on_colab:
     course = os.path.abspath("fl-compression-course")
     if not os.path.exists(os.path.join(course, "helpers", "colab.py")):
-        url = os.environ.get("COURSE_REPO_URL", "https://github.bokerqi.top/REPOSITORY")
+        url = os.environ.get("COURSE_REPO_URL", "https://github.com/REPOSITORY")
         if subprocess.run(["git", "clone", "--quiet", "--depth=1", url, course]).returncode:
             raise SetupStop(f"Could not clone the course from {url} into {course}: check the runtime's network "
                             "(and remove that folder if it is left half-made), then run this cell again.")
@@ -58,7 +59,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
-CODESPACES_BADGE = "https://github.bokerqi.top/codespaces/badge.svg"
+CODESPACES_BADGE = "https://github.com/codespaces/badge.svg"
 
 
 def colab_url(path):
@@ -85,11 +86,13 @@ def badges(path):
 # Any launch link, whatever repository and branch it names, and the notebook path it opens.
 LINKS = [(re.compile(r"https://colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/([^)\s]+)"), colab_url),
          (re.compile(r"https://mybinder\.org/v2/gh/[^/]+/[^/?]+/[^?)\s]+\?urlpath=lab/tree/([^)\s]+)"), binder_url),
-         (re.compile(r"https://codespaces\.new/[^)\s]+()"), lambda _: codespaces_url())]
+         (re.compile(r"https://codespaces\.new/[^)\s]+()"), lambda _: codespaces_url()),
+         (re.compile(r"(?<=\[!\[Open in GitHub Codespaces\]\()[^)\s]+()"), lambda _: CODESPACES_BADGE)]
 
 
 def relink(text):
-    """``text`` with every Colab, Binder and Codespaces link rebuilt from config.REPOSITORY and config.BRANCH."""
+    """``text`` with every Colab, Binder and Codespaces link rebuilt from config.REPOSITORY and config.BRANCH,
+    and the Codespaces badge's image at GitHub's own address."""
     for pattern, url in LINKS:
         text = pattern.sub(lambda match: url(match.group(1)), text)
     return text

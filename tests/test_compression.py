@@ -17,6 +17,7 @@ from tests.synthetic import client_datasets
 IDENTITY_BITS = 53_227_840       # 1,663,370 float32 values
 EIGHT_BIT_BITS = 15_357_536      # 8-bit uniform quantization above 10,000 elements
 CLIENTS = 10
+HADAMARD_SEED_BITS = 128     # tfmot's Hadamard stage: one int64 seed pair per variable
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +151,24 @@ def test_same_seed_same_clients_and_bits(eight_bit_process):
     for key in ("broadcast_bits", "aggregated_bits", "cumulative_aggregated_bits"):
         assert list(first.column(key)) == list(second.column(key))
     assert first.rounds[-1]["cumulative_broadcast_bits"] == 2 * 3 * EIGHT_BIT_BITS
+
+
+def test_uncounted_bits_of_the_tutorial_policy(eight_bit_process, model_fn):
+    """What a round sends besides the model and the updates, per client, exactly (README and notebook 04 quote it)."""
+    left_out = compression.uncounted_bits(eight_bit_process, model_fn, compression.uniform_quantization(8).aggregation)
+    assert left_out == {
+        "optimizer_hparams": 32,  # the client SGD's learning rate, float32
+        "encoder_params": 0,      # uniform quantization with each client's own range needs none
+        "update_weight": 32,      # the number of examples, float32
+        "client_metrics": 256,    # loss and accuracy (sum, count: 4 float32), examples and batches (2 int64)
+    }
+    assert f"{sum(left_out.values()) / (2 * EIGHT_BIT_BITS):.3%}" == "0.001%"  # of the policy's bits both ways
+
+
+def test_uncounted_bits_include_a_rotations_seed(eight_bit_process, model_fn):
+    rotated = compression.threshold_policy(lambda: te.encoders.hadamard_quantization(bits=8)).aggregation
+    left_out = compression.uncounted_bits(eight_bit_process, model_fn, rotated)
+    assert left_out["encoder_params"] == 2 * HADAMARD_SEED_BITS  # the two rotated kernels' seeds
 
 
 # ------------------------------------------------------------- bad inputs --

@@ -224,6 +224,10 @@ def test_results_table_has_every_row_and_column_against_identity():
     assert best["aggregation"] == "rotated 1-bit sign (DRIVE)"
     # Its mean (-0.5) is within 0.6 points, but its interval reaches -0.75: not shown to be within.
     assert sweep.best_within(table, sweep.AGGREGATION_ONLY, "reduction (aggregated)", 25, 0.6) is None
+    # Any reduction, but the row must cut something: identity (1.0x, interval 0 to 0) never qualifies.
+    assert sweep.best_within(table, sweep.AGGREGATION_ONLY, "reduction (aggregated)", 1.0, 0.6) is None
+    assert sweep.best_within(table, sweep.AGGREGATION_ONLY, "reduction (aggregated)", 0.5, 1.0)["aggregation"] == \
+        "rotated 1-bit sign (DRIVE)"
     with pytest.raises(ValueError, match="identity row"):
         sweep.results_table({k: v for k, v in histories.items() if k != ("identity", "identity")})
 

@@ -203,3 +203,129 @@ def test_no_row_is_named_a_winner_in_the_text(path):
 def test_moving_results_are_said_to_move_where_they_appear():
     sweep = " ".join(" ".join(markdown(notebook("06_compression_frontier.ipynb"))).split())
     assert "take no seed" in sweep and "No row is \"the winner\" unless a cell computes it" in sweep
+
+
+# --- Every claim is shown by a cell or removed; what a notebook teaches is in the notebook (issue 35) ------------
+
+def code_cells(path):
+    return ["".join(c["source"]) for c in cells(path) if c["cell_type"] == "code"]
+
+
+def flat(texts):
+    return " ".join(" ".join(texts).split())
+
+
+def test_01_does_not_promise_privacy_and_names_the_data_behind_the_accuracies():
+    text = flat(markdown(notebook("01_data.ipynb")))
+    assert "never sees the pixels" not in text
+    assert "Deep Leakage from Gradients" in text and "arxiv.org/abs/1906.08935" in text
+    assert "notebook 04's section *Secure aggregation*" in text
+    assert "measured on the offline stand-in" in text and "INSTRUCTOR.md" in text
+    assert "the bits every notebook counts do not change" in text
+
+
+def test_02_shows_how_tff_wraps_the_keras_model():
+    import inspect
+    from helpers import model
+    text = flat(markdown(notebook("02_model.ipynb")))
+    assert "as notebook 04 shows" not in text and "most sensitive" not in text
+    call = next(c for c in code_cells(notebook("02_model.ipynb")) if "from_keras_model(" in c)
+    helper = inspect.getsource(model.build_model_fn)
+    for argument in ("loss=tf.keras.losses.SparseCategoricalCrossentropy()",
+                     "metrics=[tf.keras.metrics.SparseCategoricalAccuracy()]", "create_original_fedavg_cnn_model("):
+        assert argument in call and argument in helper, argument
+
+
+def test_03_introduces_tffs_programming_model_before_the_round_by_hand():
+    ids = [c.get("id") for c in cells(notebook("03_fedavg_baseline.ipynb"))]
+    assert ids.index("tff-primer") < ids.index("local-training")
+    primer = next("".join(c["source"]) for c in cells(notebook("03_fedavg_baseline.ipynb")) if c.get("id") == "tff-primer")
+    for step in ("@tff.tensorflow.computation", "@tff.federated_computation", "tff.federated_broadcast",
+                 "tff.federated_map", "tff.federated_mean", "tff.CLIENTS", "type_signature"):
+        assert step in primer, step
+    text = flat(markdown(notebook("03_fedavg_baseline.ipynb")))
+    assert "{float32}@CLIENTS" in text and "float32*" in text
+
+
+def test_03_claims_only_what_its_cells_show():
+    text = flat(markdown(notebook("03_fedavg_baseline.ipynb")))
+    assert "0.1 is stable" not in text and "learns faster" not in text
+    assert "and the clients drift" not in text and "arxiv.org/abs/1910.06378" in text
+    assert "this course does not measure it" in text
+    compared = cell_after(notebook("03_fedavg_baseline.ipynb"), "the clients' learning rate\n0.1 instead of 0.02")
+    assert "client_lr=0.1" in compared and "final_accuracy" in compared
+    # the digression on another TF build, the loss from logits and max-pooling ties is the instructor's
+    assert "max-pooling" not in text and "another build" not in text
+    guide = " ".join((ROOT / "INSTRUCTOR.md").read_text().split())
+    assert "another build than the one in TFF's worker" in guide and "max-pooling windows" in guide
+
+
+def test_no_teaching_cell_holds_the_cache_machinery():
+    for path in [*NUMBERED, ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"]:
+        for source in code_cells(path):
+            assert "cached_history" not in source and "kept_models" not in source and "snapshots" not in source, \
+                (path.name, source[:80])
+
+
+def test_04_says_what_meanfactory_encodes_and_where_tensor_encoding_comes_from():
+    text = flat(markdown(notebook("04_fedavg_compressed.ipynb")))
+    assert "what the encoders quantize is `weight × update`" in text
+    assert "tfmot's internal path" in text and "does not export `tensor_encoding` in its public API" in text
+
+
+def test_04_measures_the_small_variables_instead_of_asserting_they_are_most_sensitive():
+    text = flat(markdown(notebook("04_fedavg_compressed.ipynb")))
+    assert "And they are where errors hurt most" not in text
+    source = cell_after(notebook("04_fedavg_compressed.ipynb"), "The cell below measures it on a trained model")
+    assert "frontier.warm_start" in source and "evaluate(weights)" in source
+    assert '"every variable (threshold 0)": lambda n: True' in source
+    assert '"the policy (above 10,000)": lambda n: n > 10_000' in source
+
+
+def test_05_says_where_stochastic_rounding_is_right_on_average():
+    for path in (notebook("05_custom_encoding_stages.ipynb"), ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"):
+        text = flat(markdown(path))
+        for sentence in sentences([text]):
+            if "right on average" in sentence:
+                assert "inside" in sentence and "range" in sentence, sentence
+        assert "is clipped to the range first" in text
+
+
+def test_06_explains_kashins_representation_with_its_references():
+    text = flat(markdown(notebook("06_compression_frontier.ipynb")))
+    kashin = text[text.index("**Kashin's representation**"):text.index("The new stages are in")]
+    assert len(sentences([kashin.replace("et al.", "et al")])) == 2, sentences([kashin])
+    assert "Lyubarskii and Vershynin, 2010" in kashin and "Caldas et al. (2018" in kashin
+
+
+def test_04_has_the_secure_aggregation_section_that_01_points_to():
+    path = notebook("04_fedavg_compressed.ipynb")
+    headings = [line for text in markdown(path) for line in text.splitlines() if line.startswith("## ")]
+    assert "## Secure aggregation" in headings, headings
+    ids = [c.get("id") for c in cells(path)]
+    code = dict((c.get("id"), "".join(c["source"])) for c in cells(path))
+    assert ids.index("secure-sum") < ids.index("understanding-1-check")
+    for step in ("tff.aggregators.SecureSumFactory(", "tff.backends.test.create_sync_test_cpp_execution_context(",
+                 "get_context_stack().install(", "commutes_with_sum"):
+        assert step in code["secure-sum"] + code["secure-stages"], step
+    text = flat(markdown(path))
+    assert "eprint.iacr.org/2017/281" in text and "lowers" in text
+
+
+def test_05_shows_the_test_accuracy_of_every_student_stage_next_to_uniform_quantization():
+    for path in (notebook("05_custom_encoding_stages.ipynb"), ROOT / "notebooks" / "solutions" / "05_custom_encoding_stages.ipynb"):
+        source = cell_after(path, "## 6. Your stages in FedAvg: test accuracy")
+        for stage in ("NonUniformQuantizationEncodingStage", "HuffmanEncodingStage",
+                      "AdaptiveRangeQuantizationEncodingStage", "te.encoders.uniform_quantization(bits=8)",
+                      "frontier.warm_start(", "intervals.compare_to_reference("):
+            assert stage in source, (path.name, stage)
+
+
+def test_the_readme_says_which_bits_are_not_counted_and_how_many():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "count **every bit**" not in readme
+    assert "test_uncounted_bits_of_the_tutorial_policy" in readme
+    for figure in ("(32 bits)", "(256 bits)", "320 bits per client and round", "0.001%", "128-bit seed"):
+        assert figure in readme, figure
+    for path in NUMBERED[:5]:  # what notebooks 01-05 say they count
+        assert "every bit" not in flat(markdown(path)), path.name

@@ -204,3 +204,26 @@ def test_the_code_that_keys_saved_runs_and_checkpoints_exists():
     named = list(checkpoints.CODE_MODULES) + [m for files in sweep.METHOD_SOURCES.values() for m in files]
     assert [m for m in named if not (root / f"{m}.py").is_file()] == []
     assert [m for m in sweep.METHOD_SOURCES if importlib.util.find_spec(m) is None] == []
+
+
+def test_train_or_load_trains_once_and_keeps_the_models_only_when_asked(tmp_path, monkeypatch):
+    from helpers import compression, training
+    monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
+    calls = []
+
+    def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, *, outputs=None, **kwargs):
+        calls.append((outputs.name, outputs.snapshots, outputs.logdir))
+        return fake_history(outputs.name, (10, 5), 0.5)
+
+    monkeypatch.setattr(training, "train_fed_avg", train_fed_avg)
+    long = runs.LONG_RUN.replace(clients=40)
+    first = training.train_or_load("baseline", None, compression.identity(), long, None, logdir="logs",
+                                   keep_models=True)
+    again = training.train_or_load("baseline", None, compression.identity(), long, None, keep_models=True)
+    assert calls == [("baseline", {70: runs.kept_model_path(long, 70)}, "logs")]
+    assert again.rounds == first.rounds
+    # the same key as runs.cached_history's, so the runs that notebooks 03 and 04 saved before are found
+    loaded, _ = runs.cached_history("baseline", long, lambda: pytest.fail("trained again"), code=compression.identity())
+    assert loaded.rounds == first.rounds
+    training.train_or_load("8-bit both ways", None, compression.uniform_quantization(8), long, None)
+    assert calls[-1] == ("8-bit both ways", None, None)

@@ -318,17 +318,20 @@ class AdaptiveRangeQuantizationEncodingStage(te.core.AdaptiveEncodingStageInterf
 # The answer to each question of notebooks 01-04 and 06, as the lines that replace `answer = ...` in its cell
 # (helpers.exercises.understanding checks them; the variables are the notebook's own).
 QUESTION_ANSWERS = {
-    "01.1": "answer = -(-sum(1 for _ in first_client) // data.BATCH_SIZE)  # the last, partial batch counts",
-    "01.2": "answer = 1 / 2  # the model goes down, an update of the same size comes back",
-    "02.1": 'answer = sum(row["bits"] for row in rows)',
-    "02.2": 'answer = max(row["bits"] for row in rows) / sum(row["bits"] for row in rows)',
+    "01.1": "answer = -(-3 * sum(1 for _ in first_client) // data.BATCH_SIZE)  # repeat 3 times, then batch",
+    "01.2": ("seconds = {direction: copy_bits / (mbit * 1e6) for direction, mbit in ASSUMED_LINK_MBIT_PER_S.items()}\n"
+             "answer = seconds[\"upload (update)\"] / sum(seconds.values())"),
+    "02.1": 'answer = sum(row["bits"] // 2 if 512 in row["shape"] else row["bits"] for row in rows)  # 512 -> 256',
+    "02.2": ("rows_62 = sizing.variable_table(model.create_original_fedavg_cnn_model(only_digits=False))\n"
+             "answer = max(row[\"bits\"] for row in rows_62) / sum(row[\"bits\"] for row in rows_62)"),
     "03.1": "answer = 2 * runs.LONG_RUN.rounds * runs.LONG_RUN.clients_per_round * bits_per_copy",
-    "03.2": "answer = runs.LONG_RUN.clients_per_round * bits_per_copy / 2**20",
-    "04.1": ("upload = sum(32 * -(-8 * row[\"parameters\"] // 28) + 2 * 32\n"
+    "03.2": "answer = bits_per_copy  # an update has the model's variables, whatever the local epochs",
+    "04.1": ("answer = sum(32 * -(-8 * row[\"parameters\"] // 28) + 2 * 32 if row[\"parameters\"] > 1_000 else row[\"bits\"]\n"
+             "             for row in rows)"),
+    "04.2": ("upload = sum(32 * -(-4 * row[\"parameters\"] // 28) + 2 * 32\n"
              "             if row[\"parameters\"] > compression.DEFAULT_THRESHOLD else row[\"bits\"] for row in rows)\n"
-             "answer = upload"),
-    "04.2": "answer = sum(row[\"bits\"] for row in rows) / upload",
+             "answer = sum(row[\"bits\"] for row in rows) / upload"),
     "06.1": ("best = frontier.best_within(table, frontier.AGGREGATION_ONLY, \"reduction (aggregated)\", 1.0, 1.0)\n"
              "answer = None if best is None else best[\"aggregation\"]"),
-    "06.2": "answer = (32 * -(-2 * 1_605_632 // 28) + 2 * 32) / 1_605_632",
+    "06.2": "answer = (32 * -(-2 * 51_200 // 28) + 2 * 32) / 51_200",
 }

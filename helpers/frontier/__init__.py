@@ -10,10 +10,9 @@ from helpers.frontier.sweep import (AGGREGATION_ONLY, BOTH, BROADCAST_ONLY, IDEN
                                     available_methods, best_within, change_interval, check_results_file, encoder_fns,
                                     from_scratch_settings, pareto_front, parse_row, results_table, row_key,
                                     left_out, row_name, row_slug, run_sweep, save_results, sweep_rows, sweep_settings,
-                                    target_lines,
-                                    warm_start_path)
+                                    target_lines, warm_start, warm_start_path)
 
 __all__ = ["AGGREGATION_ONLY", "BOTH", "BROADCAST_ONLY", "IDENTITY", "METHODS", "SWEEP", "available_methods", "best_within",
            "change_interval", "check_results_file", "encoder_fns", "from_scratch_settings", "pareto_front",
-           "parse_row", "results_table", "row_key", "left_out", "row_name", "row_slug", "run_sweep", "save_results", "sweep_rows",
-           "sweep_settings", "target_lines", "warm_start_path"]
+           "parse_row", "results_table", "row_key", "left_out", "row_name", "row_slug", "run_sweep", "save_results",
+           "sweep_rows", "sweep_settings", "target_lines", "warm_start", "warm_start_path"]

@@ -392,9 +392,11 @@ def best_within(table, where, bits_column, min_reduction, max_drop):
     its whole confidence interval lies above ``-max_drop`` points; ``None`` if no row does.
 
     A row whose mean change is within budget but whose interval reaches below
-    it is not counted: the seeds cannot show that it stays within budget.
+    it is not counted: the seeds cannot show that it stays within budget. A
+    row must cut something (a reduction above 1x), whatever ``min_reduction``
+    says, so the identity row (1x, its interval 0 to 0) never qualifies.
     """
-    rows = table[(table["direction"] == where) & (table[bits_column] >= min_reduction)
+    rows = table[(table["direction"] == where) & (table[bits_column] >= min_reduction) & (table[bits_column] > 1)
                  & (table["change CI low"] >= -max_drop)]
     return None if rows.empty else rows.sort_values(bits_column).iloc[-1]
 
