@@ -232,10 +232,6 @@ QUESTIONS = {q.qid: q for q in (
 )}
 
 
-class NotAnswered(Exception):
-    """The answer is still the placeholder."""
-
-
 def evaluate(qid, answer, **context):
     """``(status, sentence)`` for ``answer`` to question ``qid``: status "right", "not answered" or "wrong".
 
