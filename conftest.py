@@ -8,6 +8,7 @@
   ``--site`` adds the website's browser test (tests/site/), which `make test-site` runs;
   ``--colab`` adds the Colab route on a stand-in for Colab's runtime (tests/colab/), which `make test-colab` runs;
   ``--slow`` adds the tests marked ``slow`` (training runs in fresh processes), which `make test-slow` runs.
+- Every test runs with TFF's runtime started (the ``tff_runtime`` fixture), as after a notebook's setup cell.
 """
 import importlib.util
 import os
@@ -110,6 +111,14 @@ def pytest_runtest_call(item):
         if output.get("output_type") == "stream" and output.get("name") == "stderr":
             raise AssertionError(f"{item.name} wrote to stderr, which a student sees as a pink warning "
                                  f"box:\n{output.get('text', '')[:2000]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tff_runtime():
+    """Start TFF's runtime once for the whole session, as a notebook's setup cell does
+    (:func:`helpers.workers.runtime.start`: ``COURSE_WORKERS`` or one local worker, and the exit hook)."""
+    from helpers.workers import runtime
+    runtime.start()
 
 
 def pytest_unconfigure(config):

@@ -9,6 +9,7 @@ The modules the notebooks teach from, one import away
 - ``helpers.compression`` a measured broadcast process and mean factory built from encoders
 - ``helpers.training``    build FedAvg with measured communication, run rounds, train over paired seeds
 - ``helpers.plotting``    the course's figures
+- ``helpers.report``      the one-page report ``make course`` writes last (``python -m helpers.report``)
 - ``helpers.diagrams``    the course's explanatory diagrams (a round, encoders, bit packing)
 
 Every notebook's first cell:
@@ -20,7 +21,7 @@ Every notebook's first cell:
 The parts, one folder each; its ``__init__`` names what a notebook calls and lists the modules beside it:
 
 - ``helpers.data``        federated (load, preprocess), emnist_file, download, offline
-- ``helpers.runs``        a run's settings and saved runs; seeds, history, checkpoints, intervals, progress, report
+- ``helpers.runs``        a run's settings and saved runs; seeds, history, checkpoints, intervals, progress
 - ``helpers.exercises``   notebook 05's stages and checks; the "Check your understanding" questions
 - ``helpers.frontier``    notebook 06's sweep of encoders; stages from the literature
 - ``helpers.workers``     where TFF runs: one local process or several workers; runtime, memory

@@ -29,7 +29,6 @@ import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
 from helpers import sizing
-from helpers.workers import runtime  # noqa: F401  (stops TFF's worker process at exit)
 
 DEFAULT_THRESHOLD = 10_000
 

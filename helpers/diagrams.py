@@ -19,8 +19,9 @@ def _canvas(ax, size, xlim, ylim):
     return ax
 
 
-def _box(ax, x, y, w, h, text, color, size=10, weight="normal"):
-    """A rounded box of centre ``(x, y)`` and size ``w`` by ``h`` with ``text`` in it."""
+def _box(ax, centre, extent, text, color, size=10, weight="normal"):
+    """A rounded box of ``centre`` ``(x, y)`` and ``extent`` ``(width, height)`` with ``text`` in it."""
+    (x, y), (w, h) = centre, extent
     ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
                                 facecolor=color, edgecolor="#444444", linewidth=1.2))
     ax.text(x, y, text, ha="center", va="center", fontsize=size, weight=weight)
@@ -37,13 +38,13 @@ def fedavg_round(ax=None):
     In: an optional ``Axes``. Out: the ``Axes`` with the diagram.
     """
     ax = _canvas(ax, (12, 6.2), (-2.4, 14.2), (0, 7.4))
-    _box(ax, 6, 6.3, 11.2, 1.2, "server: holds the global model\n"
+    _box(ax, (6, 6.3), (11.2, 1.2), "server: holds the global model\n"
          "④ averages the updates (weighted by examples) and applies the average to the model", SERVER, 10)
     for x, name in [(2, "client 1"), (6, "client 2"), (10, "client 3")]:
-        _box(ax, x, 0.9, 3.2, 1.2, f"{name}: its own data\n② trains the model locally", CLIENT, 9.5)
+        _box(ax, (x, 0.9), (3.2, 1.2), f"{name}: its own data\n② trains the model locally", CLIENT, 9.5)
         for dx, top, bottom in [(-0.75, "encode", "decode"), (0.75, "decode", "encode")]:
-            _box(ax, x + dx, 4.75, 1.1, 0.5, top, ENCODER, 9)
-            _box(ax, x + dx, 2.15, 1.1, 0.5, bottom, ENCODER, 9)
+            _box(ax, (x + dx, 4.75), (1.1, 0.5), top, ENCODER, 9)
+            _box(ax, (x + dx, 2.15), (1.1, 0.5), bottom, ENCODER, 9)
         _arrow(ax, (x - 0.75, 5.7), (x - 0.75, 5.0))
         _arrow(ax, (x - 0.75, 4.5), (x - 0.75, 2.4), color="#1f5fa8", width=2.5)
         _arrow(ax, (x - 0.75, 1.9), (x - 0.75, 1.5))
@@ -69,14 +70,14 @@ def encoder_chain(ax=None):
     steps = [("input x\nfloat32 [3136, 512]", SERVER), ("flatten\nstage", ENCODER),
              ("uniform quantization\nstage (8 bits)", ENCODER), ("bitpacking\nstage (8 bits)", ENCODER)]
     for i, (text, color) in enumerate(steps):
-        _box(ax, 1.4 + 3.3 * i, 3.4, 2.5, 1.0, text, color, 10)
+        _box(ax, (1.4 + 3.3 * i, 3.4), (2.5, 1.0), text, color, 10)
         if i:
             _arrow(ax, (1.4 + 3.3 * i - 2.05, 3.4), (1.4 + 3.3 * i - 1.25, 3.4))
     labels = ["1,605,632\nfloat32", "1,605,632 integers\n0..255 (as float32)"]
     for i, text in enumerate(labels):
         ax.text(6.35 + 3.3 * i, 2.55, text, ha="center", va="top", fontsize=8.5, color="#555555")
-    _box(ax, 8.0, 1.0, 2.6, 0.9, "min, max\n2 float32", TRAVEL, 9.5)
-    _box(ax, 11.3, 1.0, 2.6, 0.9, "packed words\n458,752 int32", TRAVEL, 9.5)
+    _box(ax, (8.0, 1.0), (2.6, 0.9), "min, max\n2 float32", TRAVEL, 9.5)
+    _box(ax, (11.3, 1.0), (2.6, 0.9), "packed words\n458,752 int32", TRAVEL, 9.5)
     _arrow(ax, (8.0, 2.9), (8.0, 1.45), color="#b8451f", width=2)
     _arrow(ax, (11.3, 2.9), (11.3, 1.45), color="#b8451f", width=2)
     ax.text(0.3, 1.0, "what travels\n(and what the\ncourse counts):", fontsize=10, va="center", weight="bold")
@@ -97,14 +98,14 @@ def gather_split(ax=None):
     ax.text(5.0, 6.0, "server", fontsize=11, weight="bold")
     ax.plot([4.6, 4.6], [0.2, 6.3], color="#aaaaaa", linestyle=":")
     for i, y in enumerate([4.8, 3.2, 1.6]):
-        _box(ax, 1.1, y, 1.6, 0.8, f"update {i + 1}", CLIENT, 9.5)
-        _box(ax, 3.2, y, 1.6, 0.8, "encode", ENCODER, 9.5)
+        _box(ax, (1.1, y), (1.6, 0.8), f"update {i + 1}", CLIENT, 9.5)
+        _box(ax, (3.2, y), (1.6, 0.8), "encode", ENCODER, 9.5)
         _arrow(ax, (1.9, y), (2.4, y))
-        _box(ax, 6.1, y, 2.4, 0.8, "decode before sum\n(stages that do not\ncommute with sum)", ENCODER, 8)
+        _box(ax, (6.1, y), (2.4, 0.8), "decode before sum\n(stages that do not\ncommute with sum)", ENCODER, 8)
         _arrow(ax, (4.0, y), (4.9, y), color="#b8451f", width=2)
         _arrow(ax, (7.3, y), (8.4, 3.2 + (y - 3.2) * 0.25))
-    _box(ax, 9.0, 3.2, 1.2, 1.2, "Σ\nsum", SUM, 12, "bold")
-    _box(ax, 11.35, 3.2, 2.4, 1.0, "decode after sum\n(commuting stages,\nonce, num_summands)", ENCODER, 8)
+    _box(ax, (9.0, 3.2), (1.2, 1.2), "Σ\nsum", SUM, 12, "bold")
+    _box(ax, (11.35, 3.2), (2.4, 1.0), "decode after sum\n(commuting stages,\nonce, num_summands)", ENCODER, 8)
     _arrow(ax, (9.6, 3.2), (10.15, 3.2))
     ax.text(11.35, 1.9, "→ the sum of the\ndecoded updates", ha="center", va="top", fontsize=9)
     ax.text(4.75, 0.45, "each client separately", ha="left", fontsize=9, color="#555555")

@@ -10,7 +10,6 @@ import functools
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers.workers import runtime  # noqa: F401  (stops TFF's worker process at exit)
 
 INPUT_SHAPE = (28, 28, 1)
 

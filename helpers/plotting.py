@@ -6,7 +6,7 @@ Bits are plotted in Mibit (2**20 bits) and labelled so; several runs
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers import sizing
+from helpers import frontier, sizing
 from helpers.runs import intervals
 
 
@@ -142,7 +142,6 @@ def plot_frontier(table, bits_column, ax=None, title=None):
     the Pareto front of the means (no other point has fewer bits and a higher
     mean) are joined by a line; each point is labelled (by its ``label`` column, when the table has one).
     """
-    from helpers import frontier
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.5))[1]
     bits = (table["broadcast bits"] + table["aggregated bits"] if bits_column == "total bits"
             else table[bits_column]).to_numpy() / 2**20

@@ -1,19 +1,26 @@
 """The first step of every notebook: check versions, quiet the logs, seed, report fast mode.
 
-Call ``FAST = setup.start()`` at the top of a notebook. It fails with one clear
-sentence when the environment is not the one the course was built for.
+Call ``FAST = setup.start()`` at the top of a notebook, before anything imports
+TensorFlow. It fails with one clear sentence when the environment is not the one
+the course was built for. Importing this module does nothing else than define
+its names; :func:`start` does the work, in this order:
+
+1. hide TensorFlow's C++ start-up noise (``TF_CPP_MIN_LOG_LEVEL=3`` unless set:
+   TensorFlow reads it when it is first imported) and use one malloc arena
+   (:func:`helpers.config.one_malloc_arena`, before TensorFlow starts its threads);
+2. check the versions, quiet the Python logs, seed, show figures inline;
+3. start TFF's runtime (:func:`helpers.workers.runtime.start`: ``COURSE_WORKERS``
+   or one local worker, and the exit hook that stops it);
+4. print one status line.
 """
+import importlib.metadata
+import logging
 import os
+import random
+import sys
+import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: hides its CUDA-plugin noise
-
-import importlib.metadata  # noqa: E402
-import logging  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-
-from helpers import config  # noqa: E402
+from helpers import config
 
 
 def _pinned_prefix(name, lock_input):
@@ -35,9 +42,6 @@ def _pinned_prefix(name, lock_input):
         if match:
             return match.group(1) + ("." if match.group(2) else "")
     raise RuntimeError(f"{path} has no line `{name}==<version>`; restore it (git checkout {lock_input}).")
-
-
-config.one_malloc_arena()  # on import, before TensorFlow: the first cell of every notebook imports this module
 
 
 # The lock inputs this check reads (a copy of the helpers elsewhere, such as a graded release, needs them too).
@@ -119,7 +123,9 @@ def show_figures_inline():
 
 
 def start(seed=config.SEED):
-    """Check, quiet, seed and print one status line; returns True in fast mode."""
+    """Check, quiet, seed, start TFF's runtime and print one status line; returns True in fast mode."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: hides its CUDA-plugin noise
+    config.one_malloc_arena()
     check_versions()
     quiet_logs()
     seed_everything(seed)
@@ -129,11 +135,10 @@ def start(seed=config.SEED):
     fast = config.fast_mode()
     versions = installed_versions()
     mode = "FAST smoke size (COURSE_FAST=1)" if fast else "full size"
-    from helpers import workers
-    from helpers.workers import runtime  # noqa: F401  (it applies COURSE_WORKERS on import)
+    from helpers.workers import runtime
+    where = runtime.start()
     print(f"TFF {versions['tensorflow-federated']}, TF {versions['tensorflow']}, "
-          f"tfmot {versions['tensorflow-model-optimization']} | {mode} | seed {seed} | "
-          f"{workers.current_workers()}")
+          f"tfmot {versions['tensorflow-model-optimization']} | {mode} | seed {seed} | {where}")
     if "google.colab" in sys.modules:
         print(colab_outputs_notice(config.output_dir()))
     return fast

@@ -14,15 +14,16 @@ for paired comparisons (:mod:`helpers.runs.intervals`).
 import math
 import pathlib
 import time
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers.workers import runtime  # stops TFF's worker process at exit; gives back finished runs' memory
 from helpers import compression, config, data, runs, sizing
 from helpers.runs import checkpoints, progress, seeds
 from helpers.runs.history import BITS_KEYS, History
+from helpers.workers import runtime
 
 def sample_clients(client_ids, clients_per_round, rng):
     """``clients_per_round`` distinct ids drawn from ``client_ids`` with the numpy Generator ``rng``."""
@@ -103,7 +104,7 @@ def initial_state(process, model_fn, seed=config.SEED):
 
 
 def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config.SEED, evaluate_fn=None,
-               model_fn=None, state=None, name="run", logdir=None, verbose=True, snapshots=None, checkpoint=None):
+               state=None, outputs=None):
     """Train ``process`` for ``settings.rounds`` rounds; returns ``(state, History)``.
 
     ``settings`` is a :class:`helpers.runs.RunSettings`: how many rounds and
@@ -116,33 +117,31 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
     - Round ``r``'s clients are sampled from ``client_ids`` with
       :func:`helpers.runs.seeds.sampling_rng` (``seed``, ``r``), so the same seed gives
       the same clients every run, and a resumed run the same as an uninterrupted one.
-    - ``model_fn``: when given (and ``state`` is not), the initial model is
-      :func:`helpers.runs.seeds.initial_model_weights` of ``seed`` instead of the
-      weights ``process.initialize()`` drew when TFF traced it.
     - ``evaluate_fn(model_weights)`` returns ``{'loss':..., 'accuracy':...}`` on the
       test split; it runs every ``settings.eval_every`` rounds and after the last round.
-    - ``state``: continue from this state instead of ``process.initialize()``.
-    - ``name`` labels the progress bar and the History; ``logdir``: a folder for
-      TensorBoard scalars (none written if ``None``); ``verbose=False`` prints nothing.
-    - ``snapshots``: ``{round: path}``; after those rounds the global model's
-      weights are saved to ``path`` with :func:`save_weights`.
-    - ``checkpoint``: a :class:`helpers.runs.checkpoints.RunCheckpoints`. The run
-      resumes from its latest checkpoint and saves the state and history every
-      ``checkpoint.every`` rounds and after the last one.
+    - ``state``: start from this state (:func:`initial_state` draws the seed's model)
+      instead of ``process.initialize()``.
+    - ``outputs``: a :class:`helpers.runs.RunOutputs`: the run's name, progress lines,
+      TensorBoard folder, model snapshots and checkpoints (default: a run named "run"
+      that prints its progress and writes nothing). With a checkpoint the run resumes
+      from its latest one and saves the state and history every ``checkpoint.every``
+      rounds and after the last one.
     - A process with a method ``next_for_clients`` keeps state for each client
       (:func:`_next_round`); its state is whatever that method returns.
     """
+    outputs = _outputs(outputs)
+    name, verbose, logdir, checkpoint = outputs.name, outputs.verbose, outputs.logdir, outputs.checkpoint
     if not isinstance(settings, runs.RunSettings):
         raise TypeError(f"settings must be a helpers.runs.RunSettings (runs.run_settings('tutorial'), say), "
                         f"got {type(settings).__name__}.")
     num_rounds, clients_per_round, eval_every = settings.rounds, settings.clients_per_round, settings.eval_every
-    snapshots = dict(snapshots or {})
+    snapshots = dict(outputs.snapshots or {})
     outside = [r for r in snapshots if r not in range(1, num_rounds + 1)]
     if outside:
         raise ValueError(f"snapshot rounds {outside} are outside this run's rounds 1..{num_rounds}.")
     history = History(name, dict(settings.as_dict(), seed=seed))
     if state is None:
-        state = process.initialize() if model_fn is None else initial_state(process, model_fn, seed)
+        state = process.initialize()
     done = 0
     resumed = checkpoint.resume(state) if checkpoint is not None else None
     if resumed is not None:
@@ -194,6 +193,16 @@ def run_rounds(process, client_datasets_fn, client_ids, settings, *, seed=config
     if writer:
         writer.close()
     return state, history
+
+
+def _outputs(outputs):
+    """``outputs`` checked, or the default :class:`helpers.runs.RunOutputs`."""
+    if outputs is None:
+        return runs.RunOutputs()
+    if not isinstance(outputs, runs.RunOutputs):
+        raise TypeError(f"outputs must be a helpers.runs.RunOutputs (runs.RunOutputs(name='baseline'), say), "
+                        f"got {type(outputs).__name__}.")
+    return outputs
 
 
 def _next_round(process, state, clients, datasets):
@@ -260,10 +269,16 @@ def build_fed_avg(model_fn, encoders=None, settings=None, aggregator=None):
     )
 
 
+class BuiltFedAvg(NamedTuple):
+    """A FedAvg ``process`` that :func:`build_fed_avg` built with ``encoders``, to train again without rebuilding."""
+
+    process: object
+    encoders: compression.EncoderFns
+
+
 def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, *, seed=None, initial_weights=None,
-                  process=None, name="run", logdir=None, verbose=True, snapshots=None, checkpoint_dir=None,
-                  checkpoint_every=checkpoints.DEFAULT_EVERY):
-    """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it.
+                  outputs=None):
+    """Build FedAvg with ``encoders`` (:class:`helpers.compression.EncoderFns`) and train it; a :class:`History`.
 
     ``settings`` is a :class:`helpers.runs.RunSettings`; ``train`` is the
     training ``ClientData``. Every random choice comes from ``seed`` (default
@@ -271,42 +286,50 @@ def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, *, seed
     initial model, the clients sampled and each client's shuffle, so a run
     with the same settings repeats bit for bit. ``initial_weights`` (a
     ``tff.learning.models.ModelWeights``) starts from a trained model instead
-    of a fresh one. ``snapshots`` (``{round: path}``) saves the model's weights
-    after those rounds. ``checkpoint_dir``: keep checkpoints every
-    ``checkpoint_every`` rounds in a folder under it named by the run's
-    fingerprint, and resume from them (:mod:`helpers.runs.checkpoints`; inside
-    :func:`helpers.runs.cached_history` the default is ``outputs/checkpoints/``).
-    ``process``: a process :func:`build_fed_avg` built from the same settings and
-    encoders, reused instead of building another. Returns a :class:`History`.
+    of a fresh one. ``outputs``: a :class:`helpers.runs.RunOutputs` (name,
+    progress lines, TensorBoard folder, snapshots). Inside
+    :func:`helpers.runs.checkpoints.enabled` (as inside
+    :func:`helpers.runs.cached_history`) the run keeps checkpoints in a folder
+    named by its fingerprint and resumes from them. ``encoders`` may also be a
+    :class:`BuiltFedAvg`, whose process is reused instead of building another.
     """
     run_seed = config.SEED if seed is None else seed
-    process = process or build_fed_avg(model_fn, encoders, settings)
+    outputs = _outputs(outputs)
+    if isinstance(encoders, BuiltFedAvg):
+        process, encoders = encoders
+    else:
+        process = build_fed_avg(model_fn, encoders, settings)
     if initial_weights is None:
         initial_weights = seeds.initial_model_weights(model_fn, run_seed)
     state = process.set_model_weights(process.initialize(), initial_weights)
-    checkpoint = _checkpoints_for(name, settings, run_seed, model_fn, encoders, evaluate_fn,
-                                  initial_weights, checkpoint_dir, checkpoint_every, verbose)
+    fingerprint = dict(function="train_fed_avg", name=outputs.name, settings=settings.as_dict(), seed=run_seed,
+                       model=checkpoints.describe(model_fn), encoders=checkpoints.describe(encoders),
+                       evaluate=checkpoints.describe(evaluate_fn),
+                       initial_weights=checkpoints.array_digest(initial_weights))
     _, history = run_rounds(
         process, lambda ids: data.make_federated_data(train, ids, epochs=settings.client_epochs),
-        train.client_ids, settings, seed=run_seed, evaluate_fn=evaluate_fn, state=state, name=name,
-        logdir=logdir, verbose=verbose, snapshots=snapshots, checkpoint=checkpoint)
+        train.client_ids, settings, seed=run_seed, evaluate_fn=evaluate_fn, state=state,
+        outputs=outputs.replace(checkpoint=_checkpoint_for(fingerprint, outputs)))
     return history
 
 
-def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, name, key=None,
-                 initial_weights=None, verbose=False, line_per_seed=True):
+def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, *, initial_weights=None,
+                 outputs=None):
     """Train the same FedAvg once per seed of ``run_seeds``; returns one :class:`History` per seed, in order.
 
     Every method trained with the same ``run_seeds`` gets, seed by seed, the
     same initial model (``initial_weights``, or one drawn from the seed), the
     same clients and the same shuffles: their comparison is paired
     (:mod:`helpers.runs.intervals`). Each run is saved under ``outputs/runs/`` as
-    ``<name>-seed<seed>-<hash>.json``, keyed by ``key`` (default: ``settings``),
+    ``<name>-seed<seed>-<hash>.json``, keyed by ``outputs.key`` (default: ``settings``),
     the seed and the source of ``encoders``, and loaded when saved (one line
     counts the loaded runs). The process is built once, when the first seed
-    needs training. ``line_per_seed``: print each seed's test accuracy.
+    needs training. ``outputs`` (a :class:`helpers.runs.RunOutputs`): its ``name``
+    names the runs; with ``verbose`` each seed's test accuracy is printed. The
+    runs themselves print nothing.
     """
-    key = dict(key or settings.as_dict())
+    outputs = _outputs(outputs)
+    key = dict(outputs.key or settings.as_dict())
     if initial_weights is not None:
         key["initial_weights"] = checkpoints.array_digest(initial_weights)
     built, histories, started = [], [], time.perf_counter()
@@ -314,31 +337,29 @@ def train_paired(model_fn, encoders, settings, train, evaluate_fn, run_seeds, na
         for done, seed in enumerate(run_seeds, start=1):
             def train_one(seed=seed):
                 if not built:
-                    built.append(build_fed_avg(model_fn, encoders, settings))
-                return train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, name=name,
-                                     verbose=verbose, initial_weights=initial_weights, seed=seed,
-                                     process=built[0])
+                    built.append(BuiltFedAvg(build_fed_avg(model_fn, encoders, settings), encoders))
+                return train_fed_avg(model_fn, built[0], settings, train, evaluate_fn, seed=seed,
+                                     initial_weights=initial_weights,
+                                     outputs=runs.RunOutputs(name=outputs.name, verbose=False))
 
-            history, _ = runs.cached_history(f"{name}-seed{seed}", dict(key, seed=seed), train_one,
+            history, _ = runs.cached_history(f"{outputs.name}-seed{seed}", dict(key, seed=seed), train_one,
                                              code=encoders)
             histories.append(history)
             accuracy = history.final_accuracy()
-            if line_per_seed:
-                print(f"{name}, seed {seed}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "
+            if outputs.verbose:
+                print(f"{outputs.name}, seed {seed}: test accuracy {'-' if accuracy is None else f'{accuracy:.2%}'}  "
                       f"[{progress.time_left(started, done, len(run_seeds))}]")
     return histories
 
 
-def _checkpoints_for(name, settings, seed, model_fn, encoders, evaluate_fn, initial_weights, folder,
-                     every, verbose):
-    """The :class:`helpers.runs.checkpoints.RunCheckpoints` of a :func:`train_fed_avg` run, or None."""
-    if folder is None and checkpoints.active() is None:
-        return None
-    fingerprint = dict(function="train_fed_avg", name=name, settings=settings.as_dict(), seed=seed,
-                       model=checkpoints.describe(model_fn), encoders=checkpoints.describe(encoders),
-                       evaluate=checkpoints.describe(evaluate_fn),
-                       initial_weights=checkpoints.array_digest(initial_weights))
-    return checkpoints.for_run(name, fingerprint, folder, every, verbose)
+def _checkpoint_for(fingerprint, outputs):
+    """The :class:`helpers.runs.checkpoints.RunCheckpoints` of a :func:`train_fed_avg` run, or None.
+
+    ``outputs.checkpoint`` when given; else one inside :func:`helpers.runs.checkpoints.enabled`; else None.
+    """
+    if outputs.checkpoint is not None:
+        return outputs.checkpoint
+    return checkpoints.for_run(outputs.name, fingerprint, verbose=outputs.verbose)
 
 
 def save_weights(model_weights, path):

@@ -20,7 +20,7 @@ from helpers import config
 
 ROOT = config.repo_root()
 # The docs pages in reading order; every docs/*.md must be listed (a test checks it).
-DOC_PAGES = ["running", "environment", "data", "hosted", "scaling_out", "benchmarks", "memory", "grading"]
+DOC_PAGES = ["running", "environment", "data", "hosted", "scaling_out", "benchmarks", "memory", "grading", "architecture"]
 
 
 def executed_notebooks(folder):

@@ -72,8 +72,8 @@ def main():
             history, _ = runs.cached_history(
                 "scratch-" + frontier.row_slug(broadcast, aggregation), key,
                 lambda: training.train_fed_avg(model_fn, frontier.encoder_fns(broadcast, aggregation),
-                                               settings, train, evaluate, name=name, verbose=False,
-                                               seed=args.seed))
+                                               settings, train, evaluate, seed=args.seed,
+                                               outputs=runs.RunOutputs(name=name, verbose=False)))
             curve = ", ".join(f"{e['round']}: {e['accuracy']:.2%}" for e in history.evals)
             results.append(f"{name:55s} momentum {momentum}: {history.final_accuracy():.2%}  ({curve})")
             print(results[-1], flush=True)

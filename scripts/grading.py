@@ -45,11 +45,9 @@ import time
 import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from helpers import config, setup  # noqa: E402
-from make_exercises import StudentSource  # noqa: E402
+from scripts.make_exercises import StudentSource  # noqa: E402
 
 ASSIGNMENT = "ps05"
 NOTEBOOK = "05_custom_encoding_stages.ipynb"

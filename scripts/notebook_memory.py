@@ -142,6 +142,7 @@ def growth(rounds, rows, clients=10, release=True):
     setup.quiet_logs()
     from helpers import compression, data, frontier, model, runs, training
     from helpers.workers import memory, runtime
+    runtime.start()
     if not release:
         runtime.release_finished_runs = lambda: 0
     train, test = data.load_emnist(only_digits=True)
@@ -159,7 +160,7 @@ def growth(rounds, rows, clients=10, release=True):
     del process, state
     settings = frontier.sweep_settings(clients=len(train.client_ids))
     per_row = []
-    for broadcast, aggregation in frontier.SWEEP[:rows]:
+    for broadcast, aggregation in frontier.sweep_rows()[:rows]:
         with memory.PeakSampler() as peaks:
             frontier.run_sweep(model_fn, settings, train, evaluate, rows=[(broadcast, aggregation)], run_seeds=(0,))
         name = frontier.row_name(broadcast, aggregation)

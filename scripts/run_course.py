@@ -4,7 +4,7 @@ Usage: python scripts/run_course.py notebooks/01_data.ipynb ...
 Executed copies go to outputs/notebooks/, with the seconds each took in
 outputs/notebooks/timings.json. Stops at the first notebook that fails and names
 it; copies already written are kept. At the end it writes the one-page report
-outputs/report.md (helpers/runs/report.py). `make site` (which `make course` runs
+outputs/report.md (helpers/report.py). `make site` (which `make course` runs
 next) turns them into the course's website, to read without running anything.
 """
 import json
@@ -17,7 +17,7 @@ import nbformat
 from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
 from helpers import config
-from helpers.runs import report
+from helpers import report
 
 
 def main(paths):

@@ -26,12 +26,11 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from helpers import setup
 
+setup.start()
 import numpy as np  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te  # noqa: E402

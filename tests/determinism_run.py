@@ -10,6 +10,7 @@ notebook does, which seeds TF's global generator), ``checkpoint_dir``,
 ``every``, and ``pause_after`` (after saving that round's checkpoint, print
 ``saved round N`` and sleep, so the test can kill the process there).
 """
+import contextlib
 import json
 import sys
 import time
@@ -64,9 +65,11 @@ evaluate = training.keras_evaluator(model.create_original_fedavg_cnn_model,
 settings = runs.RunSettings(rounds=options.get("rounds", 3), clients_per_round=2, client_epochs=1,
                             client_lr=options.get("client_lr", 0.1), server_lr=1.0, server_momentum=0.9,
                             eval_every=2)
-history = training.train_fed_avg(
-    model.build_model_fn(), compression.identity(), settings, train, evaluate, name="determinism",
-    verbose=False, checkpoint_dir=options.get("checkpoint_dir"), checkpoint_every=options.get("every", 1))
+keeping = (checkpoints.enabled(options["checkpoint_dir"], every=options.get("every", 1))
+           if options.get("checkpoint_dir") else contextlib.nullcontext())
+with keeping:
+    history = training.train_fed_avg(model.build_model_fn(), compression.identity(), settings, train, evaluate,
+                                     outputs=runs.RunOutputs(name="determinism", verbose=False))
 weights = final["weights"]
 np.savez(options["out"] + ".npz", *weights.trainable, *weights.non_trainable)
 with open(options["out"] + ".json", "w") as file:

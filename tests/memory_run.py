@@ -20,7 +20,9 @@ setup.quiet_logs()
 import numpy as np  # noqa: E402
 
 from helpers import compression, data, model, runs, training  # noqa: E402
-from helpers.workers import memory, runtime
+from helpers.workers import memory, runtime  # noqa: E402
+
+runtime.start()
 
 if options.get("keep"):
     runtime.release_finished_runs = lambda: 0
@@ -41,7 +43,8 @@ def keep_final_weights(process, *args, **kwargs):
 training.run_rounds = keep_final_weights
 for _ in range(options.get("runs", 4)):
     with memory.PeakSampler() as sampler:
-        training.train_fed_avg(model_fn, compression.identity(), settings, train, name="memory", verbose=False)
+        training.train_fed_avg(model_fn, compression.identity(), settings, train,
+                               outputs=runs.RunOutputs(name="memory", verbose=False))
     peaks.append(sampler.mib())
 equal = all(all(np.array_equal(a, b) for a, b in zip(final[0], other)) for other in final[1:])
 print(json.dumps(dict(peaks=peaks, weights_equal=equal)), flush=True)

@@ -3,15 +3,13 @@
 The Colab route itself runs on a stand-in for Colab's runtime in tests/colab/ (`make test-colab`).
 """
 import pathlib
-import sys
 
 import pytest
 
 from helpers import colab
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import colab_packages  # noqa: E402
+from scripts import colab_packages  # noqa: E402
 
 
 def test_colab_lock_keeps_colabs_kernel_stack_and_replaces_only_what_it_names():

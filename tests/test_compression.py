@@ -143,7 +143,7 @@ def test_same_seed_same_clients_and_bits(eight_bit_process):
     by_id = dict(zip(ids, client_datasets(12)))
     settings = runs.TUTORIAL.replace(rounds=2, clients_per_round=3)
     histories = [training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings, seed=7,
-                                     verbose=False)[1] for _ in range(2)]
+                                     outputs=runs.RunOutputs(verbose=False))[1] for _ in range(2)]
     first, second = histories
     assert [r["clients"] for r in first.rounds] == [r["clients"] for r in second.rounds]
     assert first.rounds[0]["clients"] != first.rounds[1]["clients"]
@@ -232,8 +232,8 @@ def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path)
     by_id = dict(zip(ids, client_datasets(6)))
     paths = {1: tmp_path / "after-1.npz", 2: tmp_path / "after-2.npz"}
     settings = runs.TUTORIAL.replace(rounds=2, clients_per_round=2)
-    state, _ = training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings, verbose=False,
-                                   snapshots=paths)
+    state, _ = training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings,
+                                   outputs=runs.RunOutputs(verbose=False, snapshots=paths))
     final = process.get_model_weights(state).trainable
     after_two, after_one = (training.load_weights(paths[r]).trainable for r in (2, 1))
     assert len(after_two) == len(final) == 8
@@ -241,18 +241,17 @@ def test_snapshots_save_the_model_after_those_rounds(identity_process, tmp_path)
         np.testing.assert_array_equal(saved, expected)
     assert any(np.abs(a - b).max() > 0 for a, b in zip(after_one, after_two))
     with pytest.raises(ValueError, match=r"snapshot rounds \[3\] are outside this run's rounds 1..2"):
-        training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings, verbose=False,
-                            snapshots={3: tmp_path / "x.npz"})
+        training.run_rounds(process, lambda c: [by_id[i] for i in c], ids, settings,
+                            outputs=runs.RunOutputs(verbose=False, snapshots={3: tmp_path / "x.npz"}))
 
 
 def test_tfmot_bitpacking_notice_is_silenced_and_other_warnings_are_not(caplog):
     import logging
-    from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils import tf_utils
     from helpers import setup
     setup.quiet_logs()
     setup.quiet_logs()  # twice: still one filter
     assert logging.getLogger().filters.count(setup._not_tfmot_bitpacking_notice) == 1
     with caplog.at_level(logging.WARNING):
-        tf_utils.pack_into_int(tf.zeros([56], tf.int32), 2, 28)  # tfmot warns here
+        te.utils.pack_into_int(tf.zeros([56], tf.int32), 2, 28)  # tfmot warns here
         logging.warning("another warning")
     assert [r.getMessage() for r in caplog.records] == ["another warning"]

@@ -1,8 +1,8 @@
 """The one-page report of ``make course``: built from saved runs, with intervals, and honest about what is missing."""
 import pytest
 
-from helpers import config, frontier
-from helpers.runs import intervals, report
+from helpers import config, frontier, report
+from helpers.runs import intervals
 from helpers.runs.history import History
 from tests.test_frontier import FULL, fake_history, seed_runs, sweep_histories
 
@@ -12,7 +12,7 @@ def every_sweep_row():
     given = sweep_histories()
     identity = [0.900, 0.910, 0.920]
     return {row: given.get(row) or seed_runs(frontier.row_name(*row), (FULL, FULL), identity)
-            for row in frontier.SWEEP}
+            for row in frontier.sweep_rows()}
 
 
 @pytest.fixture

@@ -418,8 +418,7 @@ def test_make_exercises_check_passes():
 
 
 def test_make_exercises_check_fails_on_a_stale_student_notebook(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_exercises
+    from scripts import make_exercises
     solution = nbformat.read(str(SOLUTION_NB), as_version=4)
     student = make_exercises.student_notebook(solution)
     assert make_exercises.render(student) == STUDENT_NB.read_text()  # byte for byte
@@ -598,15 +597,16 @@ def test_adaptive_checker_asks_about_commuting():
 # ------------------------------------------------------- building blocks and figures --
 
 def test_code_lengths_are_optimal_and_limited():
+    code_lengths = stages.reference("code_lengths")
     rng = np.random.default_rng(11)
     for symbols in (np.minimum(rng.geometric(0.3, 5000) - 1, 255), rng.integers(0, 256, 3000), np.array([4])):
         counts = np.bincount(symbols, minlength=256)
-        lengths = huffman.code_lengths(tf.constant(counts)).numpy()
+        lengths = code_lengths(tf.constant(counts)).numpy()
         assert int(np.sum(counts * lengths)) == huffman_total_bits(symbols)
         assert np.array_equal(lengths > 0, counts > 0)
     counts = np.r_[2 ** np.arange(30), np.zeros(226)].astype(np.int64)  # a 29-bit code unless limited
-    assert huffman.code_lengths(tf.constant(counts)).numpy().max() == 29
-    assert huffman.limit_code_lengths(tf.constant(counts), 16, huffman.code_lengths).numpy().max() <= 16
+    assert code_lengths(tf.constant(counts)).numpy().max() == 29
+    assert huffman.limit_code_lengths(tf.constant(counts), 16, code_lengths).numpy().max() <= 16
     with pytest.raises(tf.errors.InvalidArgumentError, match="code lengths stay above max_code_length"):
         huffman.limit_code_lengths(tf.constant(counts), 16, lambda c: tf.fill(tf.shape(c), 20))
 

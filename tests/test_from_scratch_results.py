@@ -5,7 +5,7 @@ import pytest
 
 from helpers import runs
 from helpers.frontier import from_scratch, sweep
-from helpers.runs import intervals
+from helpers.runs import checkpoints, intervals
 from helpers.runs.history import History
 
 SETTINGS = runs.RunSettings(rounds=3, clients_per_round=2, clients=40, fast=True)
@@ -99,3 +99,15 @@ def test_every_headline_row_has_a_trainer_and_a_distinct_slug():
     assert len(set(slugs)) == len(slugs)
     assert all(row.trainer in from_scratch.TRAINERS for row in from_scratch.HEADLINE)
     assert all(row.reference in from_scratch.HEADLINE for row in from_scratch.HEADLINE)
+
+
+def test_an_error_feedback_run_is_keyed_by_its_code_and_other_keys_are_as_before():
+    ef_row = next(r for r in from_scratch.HEADLINE if r.slug == "identity--topk1pct--error_feedback")
+    key = from_scratch.run_key(ef_row, SETTINGS, seed=0)
+    assert key["trainer"] == "error_feedback" and key["code"]["aggregation"] == sweep.method_code(TOPK.aggregation)
+    assert set(key["trainer_code"]) == {"helpers/frontier/error_feedback.py", "helpers/training.py"}
+    assert key["trainer_code"] == checkpoints.code_digests(("frontier/error_feedback", "training"))
+    assert "trainer_code" not in from_scratch.run_key(TOPK, SETTINGS, seed=0)  # FedAvg rows' keys unchanged
+    assert {r.slug for r in from_scratch.HEADLINE if r.trainer == "error_feedback"} == {
+        "identity--topk1pct--error_feedback", "identity--topk1pct--error_feedback--cross-silo",
+        "identity--sign1-mean--error_feedback"}

@@ -68,3 +68,48 @@ def test_the_helpers_have_no_import_cycle():
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The layers, bottom (0) to top: a module may import modules of its own layer or below, never above.
+# docs/architecture.md explains them. ``runs`` sits low: its settings, seeds, histories and checkpoints are the
+# vocabulary training is written in; what is above training is what uses whole runs (frontier, exercises,
+# plotting, report).
+LAYERS = {
+    0: ["helpers", "helpers.config", "helpers.sizing", "helpers.setup", "helpers.colab", "helpers.diagrams",
+        "helpers.workers", "helpers.runs"],
+    1: ["helpers.data", "helpers.model"],
+    2: ["helpers.compression"],
+    3: ["helpers.training"],
+    4: ["helpers.frontier", "helpers.exercises"],
+    5: ["helpers.plotting", "helpers.report", "helpers.exercises.understanding"],
+}
+
+
+def layer_of(module):
+    """The layer of ``module``: that of the longest prefix named in :data:`LAYERS`."""
+    best = None
+    for layer, prefixes in LAYERS.items():
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[1])):
+                best = (layer, prefix)
+    if best is None:
+        raise AssertionError(f"{module} has no layer: add it to LAYERS in tests/test_imports.py and to "
+                             "docs/architecture.md")
+    return best[0]
+
+
+def up_arrows(graph):
+    """``(importer, imported)`` pairs where a module imports one of a higher layer (a package by its face)."""
+    return [(module, other) for module, imported in graph.items() for other in sorted(imported)
+            if layer_of(other) > layer_of(module)]
+
+
+def test_every_import_points_down_or_sideways():
+    arrows = up_arrows(import_graph())
+    assert arrows == [], "imports that point up a layer: " + ", ".join(
+        f"{a} (layer {layer_of(a)}) -> {b} (layer {layer_of(b)})" for a, b in arrows)
+
+
+def test_the_arrow_check_finds_an_upward_import():
+    assert up_arrows({"helpers.model": {"helpers.training"}, "helpers.training": {"helpers.model"}}) == [
+        ("helpers.model", "helpers.training")]

@@ -56,7 +56,8 @@ class _Process:
 def test_a_full_size_run_prints_a_line_every_tenth_round(settings, capsys):
     _, history = training.run_rounds(
         _Process(53_227_840 * 10, 53_227_840 * 10), lambda ids: ids, [f"c{i}" for i in range(20)],
-        settings, evaluate_fn=lambda w: {"loss": 0.3, "accuracy": 0.95}, name="baseline")
+        settings, evaluate_fn=lambda w: {"loss": 0.3, "accuracy": 0.95},
+        outputs=runs.RunOutputs(name="baseline"))
     lines = capsys.readouterr().out.splitlines()
     assert len(history.rounds) == settings.rounds
     assert lines[0].startswith("baseline: ") and "test split" in lines[0]  # which run prints the lines
@@ -95,13 +96,13 @@ def runs_history():
 def test_the_sweep_prints_a_line_per_row_not_per_seed(monkeypatch, capsys):
     from helpers.runs.history import History
 
-    def paired(*args, line_per_seed=True, **kwargs):
-        assert not line_per_seed, "the sweep's row line already gives every seed's accuracy"
+    def paired(*args, outputs, **kwargs):
+        assert not outputs.verbose, "the sweep's row line already gives every seed's accuracy"
         return [History("row", {}, [], [{"round": 20, "accuracy": 0.95, "loss": 0.2}]) for _ in range(3)]
 
     monkeypatch.setattr(sweep.training, "train_paired", paired)
     settings = sweep.SWEEP_RUN.replace(warm_rounds=0)
     frontier.run_sweep(None, settings, None, None, run_seeds=(0, 1, 2))
     lines = capsys.readouterr().out.splitlines()
-    assert len([line for line in lines if line.startswith("row ")]) == len(frontier.SWEEP)
+    assert len([line for line in lines if line.startswith("row ")]) == len(frontier.sweep_rows())
     assert len(lines) + 3 <= notebook_outputs.MAX_LINES, lines  # and the cell's few lines around them

@@ -28,8 +28,7 @@ def _launch_links(text):
 
 
 def test_every_launch_badge_opens_its_own_notebook_from_the_one_repository_setting():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import notebook_cells
+    from scripts import notebook_cells
     from helpers import config
     readme = (ROOT / "README.md").read_text()
     numbered = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))

@@ -5,12 +5,10 @@ Its reference material lives in docs/, one subject a page; the website (`make si
 import pathlib
 import re
 import subprocess
-import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-sys.path.insert(0, str(ROOT / "scripts"))
-import build_site  # noqa: E402
+from scripts import build_site  # noqa: E402
 
 
 def make_targets():

@@ -155,9 +155,9 @@ def test_sweep_rows_are_cached_under_their_settings_methods_and_code(tmp_path, m
     monkeypatch.setenv("COURSE_OUTPUT_DIR", str(tmp_path))
     trained = []
 
-    def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, name="run", seed=None, **kwargs):
-        trained.append((name, seed))
-        return fake_history(name, (1, 1), 0.5, seed=seed)
+    def train_fed_avg(model_fn, encoders, settings, train, evaluate_fn=None, seed=None, outputs=None, **kwargs):
+        trained.append((outputs.name, seed))
+        return fake_history(outputs.name, (1, 1), 0.5, seed=seed)
 
     monkeypatch.setattr(sweep, "warm_start", lambda *args, **kwargs: None)
     monkeypatch.setattr(training, "train_fed_avg", train_fed_avg)

@@ -103,17 +103,18 @@ def test_workers_are_stopped_when_the_block_ends(rounds):
 
 # ------------------------------------------------------------------ failures --
 
-def run_import_with(value, timeout):
+def run_start_with(value, timeout):
+    """Start TFF's runtime (as the setup cell does) in a fresh Python with ``COURSE_WORKERS=value``."""
     env = dict(os.environ, COURSE_WORKERS=value, PYTHONPATH=str(config.repo_root()))
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", "import helpers.workers.runtime"], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-c", "from helpers.workers import runtime; runtime.start()"], env=env,
+                          capture_output=True, text=True, timeout=timeout)
     return done, time.monotonic() - start
 
 
 def test_no_worker_at_the_port_is_a_clear_error_within_60_seconds():
     port = portpicker.pick_unused_port()
-    done, seconds = run_import_with(f"127.0.0.1:{port}", timeout=60)
+    done, seconds = run_start_with(f"127.0.0.1:{port}", timeout=60)
     assert done.returncode != 0
     assert f"WorkerUnavailableError: no TFF worker answered at 127.0.0.1:{port} within 10 s" in done.stderr
     assert "make workers" in done.stderr

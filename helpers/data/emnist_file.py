@@ -17,7 +17,6 @@ import sqlite3
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from helpers.workers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
 
 SPLITS = {True: ("digits_only_train", "digits_only_test"), False: ("all_train", "all_test")}
 NUM_CLASSES = 10  # digits

@@ -31,7 +31,6 @@ import tensorflow_federated as tff
 from helpers import config
 from helpers.runs import seeds
 from helpers.data import download, emnist_file, offline
-from helpers.workers import runtime  # noqa: F401  (stops TFF's worker_binary at exit)
 from helpers.data.emnist_file import NUM_CLASSES
 
 SOURCES = ("auto", "tff", "offline")

@@ -5,8 +5,8 @@ so the lengths are all a decoder needs besides the bits:
 
 - ``code_lengths``: histogram in, code length of every symbol out (Huffman's
   merges: the part notebook 05's exercise (b) asks the student to write). Its
-  reference solution lives in :mod:`helpers.exercises.solutions`; ``huffman.code_lengths``
-  reads it from there, and says so in a graded release, which withholds it;
+  reference solution lives in :mod:`helpers.exercises.solutions` (a graded release withholds it), which
+  imports this module, never the other way round;
 - :func:`limit_code_lengths`: the same, limited to ``max_code_length`` bits, so
   the decoder's table stays small;
 - :func:`canonical_code`: lengths in, the canonical code words out;
@@ -162,11 +162,3 @@ def huffman_unpack(words, chunk_starts, lengths, num_symbols, max_code_length, s
     _, _, decoded = tf.while_loop(lambda i, p, d: i < steps, step, [tf.constant(0), chunk_starts, decoded])
     by_chunk = tf.reshape(tf.transpose(tf.reshape(decoded.stack(), [steps, tf.size(chunk_starts)])), [-1])
     return by_chunk[:num_symbols]
-
-
-def __getattr__(name):
-    """``huffman.code_lengths``: exercise (b)'s reference solution, from :mod:`helpers.exercises.solutions`."""
-    if name == "code_lengths":
-        from helpers.exercises import stages
-        return stages.reference(name)
-    raise AttributeError(f"module 'helpers.exercises.huffman' has no attribute {name!r}")

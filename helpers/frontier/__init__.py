@@ -6,13 +6,14 @@ reads it. Beside it, ``research_stages``: stages from the literature
 (rotation blocks, 1-bit signs, top-k) that the sweep compares with the
 original tutorial's 8-bit quantization and notebook 05's stages.
 """
-from helpers.frontier.sweep import (AGGREGATION_ONLY, BOTH, BROADCAST_ONLY, IDENTITY, LEFT_OUT, METHODS, SWEEP,
-                                    best_within, change_interval, check_results_file, encoder_fns,
+from helpers.frontier.sweep import (AGGREGATION_ONLY, BOTH, BROADCAST_ONLY, IDENTITY, METHODS, SWEEP,
+                                    available_methods, best_within, change_interval, check_results_file, encoder_fns,
                                     from_scratch_settings, pareto_front, parse_row, results_table, row_key,
-                                    row_name, row_slug, run_sweep, save_results, sweep_settings, target_lines,
+                                    left_out, row_name, row_slug, run_sweep, save_results, sweep_rows, sweep_settings,
+                                    target_lines,
                                     warm_start_path)
 
-__all__ = ["AGGREGATION_ONLY", "BOTH", "BROADCAST_ONLY", "IDENTITY", "LEFT_OUT", "METHODS", "SWEEP", "best_within",
+__all__ = ["AGGREGATION_ONLY", "BOTH", "BROADCAST_ONLY", "IDENTITY", "METHODS", "SWEEP", "available_methods", "best_within",
            "change_interval", "check_results_file", "encoder_fns", "from_scratch_settings", "pareto_front",
-           "parse_row", "results_table", "row_key", "row_name", "row_slug", "run_sweep", "save_results",
+           "parse_row", "results_table", "row_key", "left_out", "row_name", "row_slug", "run_sweep", "save_results", "sweep_rows",
            "sweep_settings", "target_lines", "warm_start_path"]

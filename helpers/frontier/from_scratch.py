@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from helpers import config, runs, training
-from helpers.frontier import sweep
-from helpers.runs import intervals
+from helpers.frontier import fetchsgd, sweep
+from helpers.runs import checkpoints, intervals
 
 CROSS_DEVICE, CROSS_SILO = "cross-device", "cross-silo"
 COHORTS = (CROSS_DEVICE, CROSS_SILO)
@@ -87,7 +87,7 @@ class Row:
 def _fedavg(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
     """Train plain FedAvg with the row's encoders (:func:`helpers.training.train_fed_avg`); a History."""
     return training.train_fed_avg(model_fn, sweep.encoder_fns(row.broadcast, row.aggregation), settings, train,
-                                  evaluate_fn, seed=seed, name=name, verbose=verbose)
+                                  evaluate_fn, seed=seed, outputs=runs.RunOutputs(name=name, verbose=verbose))
 
 
 def _majority_vote(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
@@ -99,12 +99,29 @@ def _majority_vote(model_fn, row, settings, train, evaluate_fn, *, seed, name, v
     from helpers.frontier import baselines
     encoders = sweep.encoder_fns(row.broadcast, row.aggregation)
     process = training.build_fed_avg(model_fn, encoders, settings, aggregator=baselines.MajorityVoteFactory())
-    return training.train_fed_avg(model_fn, encoders, settings, train, evaluate_fn, seed=seed, name=name,
-                                  verbose=verbose, process=process)
+    return training.train_fed_avg(model_fn, training.BuiltFedAvg(process, encoders), settings, train, evaluate_fn,
+                                  seed=seed, outputs=runs.RunOutputs(name=name, verbose=verbose))
+
+
+def _error_feedback(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
+    """Train FedAvg with client-side error feedback (:func:`helpers.frontier.error_feedback.train_error_feedback`).
+
+    Each client sends the row's aggregation encoding of its update plus its residual, and keeps what
+    the encoding dropped. The residuals live in the run's state (and checkpoints). A History.
+    """
+    from helpers.frontier import error_feedback
+    return error_feedback.train_error_feedback(model_fn, error_feedback.encoders_for(row.broadcast, row.aggregation),
+                                               settings, train, evaluate_fn, seed=seed,
+                                               outputs=runs.RunOutputs(name=name, verbose=verbose))
 
 
 # How each kind of row trains: (model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose) -> History.
-TRAINERS = {"fedavg": _fedavg, "majority_vote": _majority_vote}
+TRAINERS = {"fedavg": _fedavg, "majority_vote": _majority_vote, "error_feedback": _error_feedback,
+            "fetchsgd": fetchsgd.train_fetchsgd}
+# The source (modules under helpers/) of trainers whose method is more than their encoders: part of their
+# runs' keys (:func:`run_key`), so a saved run of an older version is not reused. Other trainers' keys are as before.
+TRAINER_SOURCES = {"error_feedback": ("frontier/error_feedback", "training"),
+                   "fetchsgd": ("frontier/fetchsgd", "compression", "training")}
 
 IDENTITY_ROW = Row(sweep.IDENTITY, sweep.IDENTITY)
 HEADLINE = [
@@ -116,6 +133,12 @@ HEADLINE = [
     Row(sweep.IDENTITY, "top-1% values + indices", CROSS_SILO),
     Row(sweep.IDENTITY, "QSGD 4-bit"),
     Row(sweep.IDENTITY, "1-bit sign, mean scale", trainer="majority_vote", label="signSGD with majority vote"),
+    Row(sweep.IDENTITY, "top-1% values + indices", trainer="error_feedback", label="top-1% + error feedback"),
+    Row(sweep.IDENTITY, "top-1% values + indices", CROSS_SILO, trainer="error_feedback",
+        label="top-1% + error feedback, cross-silo"),
+    Row(sweep.IDENTITY, "1-bit sign, mean scale", trainer="error_feedback", label="1-bit sign + error feedback"),
+    Row(sweep.IDENTITY, fetchsgd.AGGREGATION, trainer="fetchsgd",
+        label="FetchSGD (count sketch, momentum and error on the server)"),
 ]
 
 
@@ -143,11 +166,17 @@ def _subset(train, client_ids):
 
 
 def run_key(row, settings, seed):
-    """What names one run's saved History under ``outputs/runs/``: settings, methods, their code, cohort, trainer."""
+    """What names one run's saved History under ``outputs/runs/``: settings, methods, their code, cohort, trainer.
+
+    A trainer of :data:`TRAINER_SOURCES` adds the digests of its modules' source (``trainer_code``).
+    """
     codes = {side: sweep.method_code(method) if method in sweep.METHODS else method
              for side, method in (("broadcast", row.broadcast), ("aggregation", row.aggregation))}
-    return dict(settings.as_dict(), broadcast=row.broadcast, aggregation=row.aggregation, code=codes,
-                cohort=row.cohort, trainer=row.trainer, seed=seed, from_scratch=True)
+    key = dict(settings.as_dict(), broadcast=row.broadcast, aggregation=row.aggregation, code=codes,
+               cohort=row.cohort, trainer=row.trainer, seed=seed, from_scratch=True)
+    if row.trainer in TRAINER_SOURCES:
+        key["trainer_code"] = checkpoints.code_digests(TRAINER_SOURCES[row.trainer])
+    return key
 
 
 def train_run(model_fn, row, settings, train, evaluate_fn, seed, verbose=False):

@@ -28,7 +28,6 @@ import math
 import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
-from tensorflow_model_optimization.python.core.internal.tensor_encoding.utils.tf_utils import random_signs
 
 __all__ = [
     "BlockReshapeEncodingStage", "ClientRotationEncodingStage", "TightBitpackingEncodingStage", "OneBitSignEncodingStage",
@@ -188,7 +187,7 @@ def hadamard_rows(x):
 
 
 def _signs(shape, seed, dtype):
-    return tf.reshape(random_signs(shape.num_elements(), seed, dtype), shape)
+    return tf.reshape(te.utils.random_signs(shape.num_elements(), seed, dtype), shape)
 
 
 # ------------------------------------------------------- tight packing --
@@ -368,8 +367,7 @@ def tight_quantization_encoder(bits, stochastic=True):
 
 def kashin_quantization_encoder(bits):
     """``te.core.Encoder``: tfmot's research Kashin representation -> uniform ``bits`` -> bitpacking."""
-    from tensorflow_model_optimization.python.core.internal.tensor_encoding.stages.research import kashin
-    stage = kashin.KashinHadamardEncodingStage()
+    stage = te.stages.research.KashinHadamardEncodingStage()
     return _chain(_flatten(), (stage, stage.ENCODED_VALUES_KEY), _uniform(bits),
                   (te.stages.BitpackingEncodingStage(bits), None))
 

@@ -3,7 +3,8 @@
 - :data:`METHODS`: method name -> a no-argument function returning a
   ``te.core.Encoder``. Every method is applied with the course's threshold
   policy (variables with more than 10,000 elements; identity below).
-- :data:`SWEEP`: the sweep's rows, ``(broadcast method, aggregation method)``;
+- :data:`SWEEP`: the sweep's rows, ``(broadcast method, aggregation method)``; :func:`sweep_rows`,
+  :func:`available_methods` and :func:`left_out` leave out notebook 05's methods in a graded release;
   :data:`IDENTITY` (``"identity"``) sends that direction uncompressed.
 - :data:`SWEEP_RUN` and :func:`sweep_settings`: how long and with what each
   row trains in the course (from a warm start); :data:`FROM_SCRATCH_RUN`: the
@@ -72,13 +73,9 @@ METHODS = {
     "QSGD 2-bit": functools.partial(baselines.qsgd_encoder, levels=1),
     "TernGrad": baselines.terngrad_encoder,
 }
-# Notebook 05's reference stages: a graded release withholds them, so its sweep leaves their rows out.
+# Notebook 05's reference stages: a graded release withholds them, so its sweep leaves their rows out
+# (available_methods, sweep_rows, left_out).
 EXERCISE_METHODS = ("non-uniform 4-bit (05a)", "8-bit + Huffman (05b)", "adaptive 4-bit (05c)")
-LEFT_OUT = None  # in a graded release: the sentence saying which rows are left out and why
-if not stages.solutions_available():
-    METHODS = {name: make for name, make in METHODS.items() if name not in EXERCISE_METHODS}
-    LEFT_OUT = (f"The rows {', '.join(EXERCISE_METHODS)} are left out: they run notebook 05's reference "
-                "solutions, which the instructor withheld in this graded release.")
 # A short id of each method, for cache keys and file names; the names above are its display labels.
 SLUGS = {
     IDENTITY: "identity", "uniform 8-bit": "uniform8", "uniform 4-bit": "uniform4",
@@ -109,6 +106,29 @@ SWEEP = [(IDENTITY, name) for name in METHODS if name not in NOT_SWEPT_ALONE + B
     ("nearest 4-bit, tight", "rotated 1-bit sign (DRIVE)"),
     ("rotated 1-bit sign (DRIVE)", "rotated 1-bit sign (DRIVE)"),
 ]
+
+
+def _withheld():
+    """The methods this copy of the course cannot run: notebook 05's, in a graded release that withholds them."""
+    return () if stages.solutions_available() else EXERCISE_METHODS
+
+
+def available_methods():
+    """:data:`METHODS` without the ones a graded release withholds (all of them in the self-study course)."""
+    return {name: make for name, make in METHODS.items() if name not in _withheld()}
+
+
+def sweep_rows():
+    """The rows of :data:`SWEEP` this copy can run: in a graded release, without notebook 05's methods."""
+    return [row for row in SWEEP if not set(row) & set(_withheld())]
+
+
+def left_out():
+    """The sentence saying which rows a graded release leaves out and why, or None when none is."""
+    if not _withheld():
+        return None
+    return (f"The rows {', '.join(EXERCISE_METHODS)} are left out: they run notebook 05's reference "
+            "solutions, which the instructor withheld in this graded release.")
 # The course modules whose source defines a method, by the module of its encoder factory.
 METHOD_SOURCES = {"helpers.exercises.stages": ("exercises/stages", "exercises/solutions", "exercises/companding",
                                                "exercises/huffman"),
@@ -235,15 +255,15 @@ def warm_start(model_fn, settings, train, evaluate_fn=None, verbose=False):
     """
     warm, path = warm_start_settings(settings), warm_start_path(settings)
     if not path.exists():
-        history = training.train_fed_avg(model_fn, compression.identity(), warm, train, evaluate_fn,
-                                         name="warm start", verbose=verbose,
-                                         snapshots={warm.rounds: path})
+        history = training.train_fed_avg(
+            model_fn, compression.identity(), warm, train, evaluate_fn,
+            outputs=runs.RunOutputs(name="warm start", verbose=verbose, snapshots={warm.rounds: path}))
         if history.evals:
             print(f"warm start: {warm.rounds} rounds, test accuracy {history.final_accuracy():.2%}")
     return training.load_weights(path)
 
 
-def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, run_seeds=None, verbose=False):
+def run_sweep(model_fn, settings, train, evaluate_fn, rows=None, run_seeds=None, verbose=False):
     """Train every row once per seed with ``settings``; returns ``{(broadcast, aggregation): [History per seed]}``.
 
     ``run_seeds`` defaults to :func:`helpers.config.seeds`. Within a seed every
@@ -252,35 +272,35 @@ def run_sweep(model_fn, settings, train, evaluate_fn, rows=SWEEP, run_seeds=None
     :func:`warm_start`'s weights; with 0, from the seed's fresh model. Each run
     is loaded from ``outputs/runs/`` when one with exactly the same
     configuration (settings, seed, methods and :func:`method_code`) was saved,
-    and trained and saved otherwise.
+    and trained and saved otherwise. ``rows`` defaults to :func:`sweep_rows`.
     """
+    rows = sweep_rows() if rows is None else rows
     run_seeds = tuple(config.seeds() if run_seeds is None else run_seeds)
-    started = time.perf_counter()
-    bar = progress.progress_bar(rows, desc="sweep", unit="row")
     with runs.one_line_for_loaded_runs():  # one line for all the saved runs loaded, not one per run
-        histories = _sweep_rows(model_fn, settings, train, evaluate_fn, bar, rows, run_seeds, verbose, started)
-    bar.close()
-    return histories
+        return _sweep_rows(model_fn, settings, train, evaluate_fn, rows, run_seeds, verbose)
 
 
-def _sweep_rows(model_fn, settings, train, evaluate_fn, bar, rows, run_seeds, verbose, started):
+def _sweep_rows(model_fn, settings, train, evaluate_fn, rows, run_seeds, verbose):
     """:func:`run_sweep`'s loop: one line per row, with every seed's test accuracy."""
-    histories, weights = {}, []
+    histories, weights, started = {}, [], time.perf_counter()
+    bar = progress.progress_bar(rows, desc="sweep", unit="row")
     for done, (broadcast, aggregation) in enumerate(bar, start=1):
         if settings.warm_rounds and not weights:
             weights.append(warm_start(model_fn, settings, train, evaluate_fn, verbose))
         name = row_name(broadcast, aggregation)
+        outputs = runs.RunOutputs(name=("sweep-" if settings.warm_rounds else "scratch-")
+                                  + row_slug(broadcast, aggregation),
+                                  key=row_key(settings, broadcast, aggregation), verbose=False)
         runs_of_row = training.train_paired(
             model_fn, encoder_fns(broadcast, aggregation), settings, train, evaluate_fn, run_seeds,
-            name=("sweep-" if settings.warm_rounds else "scratch-") + row_slug(broadcast, aggregation),
-            key=row_key(settings, broadcast, aggregation), initial_weights=weights[0] if weights else None,
-            verbose=verbose, line_per_seed=False)
+            initial_weights=weights[0] if weights else None, outputs=outputs)
         for history in runs_of_row:
             history.name = name
         histories[(broadcast, aggregation)] = runs_of_row
         accuracies = ", ".join(f"{h.final_accuracy():.2%}" for h in runs_of_row)
         print(f"row {name}: test accuracy {accuracies} (seeds {', '.join(map(str, run_seeds))})  "
               f"[{progress.time_left(started, done, len(rows))}]")
+    bar.close()
     return histories
 
 
@@ -400,11 +420,13 @@ def save_results(table, folder):
     return csv_path, json_path
 
 
-def check_results_file(path, rows=SWEEP):
-    """Read ``results.json`` and check it has a row for each of ``rows`` and every column of :data:`COLUMNS`.
+def check_results_file(path, rows=None):
+    """Read ``results.json`` and check it has a row for each of ``rows`` (default :func:`sweep_rows`) and every
+    column of :data:`COLUMNS`.
 
     Returns the table as a ``DataFrame``; raises ``ValueError`` naming what is missing.
     """
+    rows = sweep_rows() if rows is None else rows
     table = pd.read_json(path, orient="records")
     missing_columns = [c for c in COLUMNS if c not in table.columns]
     if missing_columns:

@@ -1,6 +1,6 @@
 """Training runs: their settings, where they are saved, their seeds, histories, checkpoints and statistics.
 
-The names the notebooks call: :class:`RunSettings`, ``run_settings`` (the
+The names the notebooks call: :class:`RunSettings`, :class:`RunOutputs`, ``run_settings`` (the
 course's named runs), ``cached_history`` and ``kept_models``
 (:mod:`helpers.runs.settings`). The modules beside them:
 
@@ -10,10 +10,9 @@ course's named runs), ``cached_history`` and ``kept_models``
 - ``checkpoints`` save a run's state every few rounds and resume it (TFF's program-state tools)
 - ``intervals``   paired comparisons: mean difference to a reference, confidence interval
 - ``progress``    progress of long loops: a widget in JupyterLab, plain lines headless
-- ``report``      the one-page report ``make course`` writes last
 """
-from helpers.runs.settings import (LONG_RUN, TUTORIAL, RunSettings, cached_history, kept_model_path, kept_models,
-                                   one_line_for_loaded_runs, run_settings, settings_key)
+from helpers.runs.settings import (LONG_RUN, TUTORIAL, RunOutputs, RunSettings, cached_history, kept_model_path,
+                                   kept_models, one_line_for_loaded_runs, run_settings, settings_key)
 
-__all__ = ["LONG_RUN", "TUTORIAL", "RunSettings", "cached_history", "kept_model_path", "kept_models",
+__all__ = ["LONG_RUN", "TUTORIAL", "RunOutputs", "RunSettings", "cached_history", "kept_model_path", "kept_models",
            "one_line_for_loaded_runs", "run_settings", "settings_key"]

@@ -330,17 +330,14 @@ def active():
     return _enabled.get()
 
 
-def for_run(name, fingerprint, folder=None, every=DEFAULT_EVERY, verbose=True):
-    """The :class:`RunCheckpoints` of one run, or None when it keeps none.
+def for_run(name, fingerprint, verbose=True):
+    """The :class:`RunCheckpoints` of one run inside :func:`enabled` (under its root, at its interval), or None.
 
-    Under ``folder`` every ``every`` rounds when a folder is given; else, inside
-    :func:`enabled`, under its root at its interval (and listed in its ``used``).
+    The checkpoints are listed in the block's ``used``, so the caller can discard them once the run is saved.
     """
     found = active()
-    if folder is None and found is None:
+    if found is None:
         return None
-    checkpoint = RunCheckpoints(folder or found["root"], name, fingerprint,
-                                every if folder is not None else found["every"], verbose=verbose)
-    if found is not None:
-        found["used"].append(checkpoint)
+    checkpoint = RunCheckpoints(found["root"], name, fingerprint, found["every"], verbose=verbose)
+    found["used"].append(checkpoint)
     return checkpoint

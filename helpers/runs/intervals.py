@@ -34,10 +34,6 @@ class Interval:
     n: int
     confidence: float = CONFIDENCE
 
-    def within(self, margin):
-        """True when the whole interval lies within ``±margin``: "no more than ``margin`` apart"."""
-        return -margin <= self.low and self.high <= margin
-
     def at_most_below(self, margin):
         """True when the whole interval lies above ``-margin``: "at most ``margin`` below the reference"."""
         return self.low >= -margin

@@ -119,19 +119,19 @@ def client_shuffle_seeds(client_ids):
 def initial_model_weights(model_fn, run_seed):
     """The ``tff.learning.models.ModelWeights`` of a model ``model_fn()`` initialised from ``run_seed`` alone.
 
-    The model is built in a graph of its own whose graph seed, and Keras's
-    seed generator (Keras 2 draws the seed of every unseeded initialiser from
-    it, or else from Python's ``random``), come from ``run_seed``; Python's
-    and Keras's random state are restored afterwards, and TF's global seed is
-    never touched. The same ``model_fn`` and seed give the same weights in
-    any process, whatever ran before.
+    The model is built in a graph of its own, seeded by Keras's public
+    ``tf.keras.utils.set_random_seed`` from ``run_seed``: that graph's seed,
+    and Keras's seed generator, which Keras 2 draws the seed of every unseeded
+    initialiser from. Python's and numpy's random state are restored
+    afterwards and TF's global seed is never touched; Keras's seed generator
+    stays seeded from ``run_seed`` (Keras 2.14 has no public way to read it
+    back). The same ``model_fn`` and seed give the same weights in any
+    process, whatever ran before.
     """
     import tensorflow_federated as tff
-    from keras.src import backend as keras_backend
 
     seed = int(seed_sequence(run_seed, MODEL_INIT).generate_state(1)[0] >> 1)
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    keras_generator = getattr(keras_backend._SEED_GENERATOR, "generator", None)
     try:
         with tf.Graph().as_default() as graph:
             tf.keras.utils.set_random_seed(seed)  # in a graph: this graph's seed, not TF's global one
@@ -143,6 +143,5 @@ def initial_model_weights(model_fn, run_seed):
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
-        keras_backend._SEED_GENERATOR.generator = keras_generator
     count = len(weights.trainable)
     return tff.learning.models.ModelWeights(trainable=values[:count], non_trainable=values[count:])

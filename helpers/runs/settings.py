@@ -7,6 +7,7 @@
 - :func:`settings_key`: the hash that names a saved run; :func:`cached_history`
   loads a run saved under ``outputs/runs/`` with exactly these settings, or
   trains and saves it.
+- :class:`RunOutputs`: what a run prints, writes and saves besides the History it returns.
 - :func:`kept_models`: where a run keeps its global model after given rounds.
 """
 import contextlib
@@ -88,6 +89,41 @@ class RunSettings:
     def as_dict(self):
         """The settings as a plain dict (what a saved run's ``config`` records)."""
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutputs:
+    """What a training run prints, writes and saves, besides the History it returns.
+
+    - ``name``: labels the progress lines and the History (and names a saved run).
+    - ``key``: the values that name a saved run (:func:`cached_history`), when
+      they are more than its settings (a sweep adds its methods and their code).
+    - ``verbose``: print progress lines (False: nothing).
+    - ``logdir``: a folder for TensorBoard scalars (None: none written).
+    - ``snapshots``: ``{round: path}``: the global model's weights are saved to
+      ``path`` after that round (:func:`kept_models`).
+    - ``checkpoint``: a :class:`helpers.runs.checkpoints.RunCheckpoints` the loop
+      resumes from and saves to. ``train_fed_avg`` makes one inside
+      :func:`helpers.runs.checkpoints.enabled` (and :func:`cached_history`).
+    """
+
+    name: str = "run"
+    key: Optional[dict] = None
+    verbose: bool = True
+    logdir: Optional[object] = None
+    snapshots: Optional[dict] = None
+    checkpoint: Optional[object] = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}.")
+        if self.snapshots is not None and not isinstance(self.snapshots, dict):
+            raise TypeError(f"snapshots must be a dict {{round: path}} (runs.kept_models(settings), say), "
+                            f"got {type(self.snapshots).__name__}.")
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (field names as keywords)."""
+        return dataclasses.replace(self, **changes)
 
 
 # The two runs of the course. TUTORIAL is the original tutorial's; LONG_RUN trains long enough to show

@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 
+from helpers.workers import tff_compat
 from helpers.workers.processes import WorkerUnavailableError
 from helpers.workers.spec import ENV, FORMS
 
@@ -115,7 +116,6 @@ def _bounded_stub_class():
     """``BoundedStub``, defined once TFF is imported (it subclasses TFF's stub)."""
     import grpc
     import tensorflow_federated as tff
-    from tensorflow_federated.python.core.impl.executors import executors_errors
 
     class BoundedStub(tff.framework.RemoteExecutorStub):
         """TFF's gRPC stub for one worker, with its traffic counted and its retries bounded.
@@ -140,7 +140,7 @@ def _bounded_stub_class():
         def _call(self, method, request):
             try:
                 response = getattr(self._inner, method)(request)
-            except executors_errors.RetryableError as error:
+            except tff.framework.RetryableError as error:
                 if method in ("dispose", "dispose_executor"):
                     raise  # clean-up after a failure: TFF ignores these errors, do not wait
                 raise self._unavailable(method, error) from None
@@ -206,7 +206,6 @@ def _bounded_stub_class():
 def _worker_context_class():
     """``WorkerContext``, defined once TFF is imported (it subclasses TFF's ``AsyncContext``)."""
     import tensorflow_federated as tff
-    from tensorflow_federated.python.common_libs import async_utils
 
     class WorkerContext(tff.framework.AsyncContext):
         """TFF's ``AsyncExecutionContext`` for one worker, run on its own thread.
@@ -220,7 +219,7 @@ def _worker_context_class():
             self._inner = inner
             self.stub = stub
             self._group = group
-            self._runner = async_utils.AsyncThreadRunner()
+            self._runner = tff_compat.async_thread_runner()
 
         async def invoke(self, comp, arg):
             self._group.note_slice(self.stub.address, comp, arg)

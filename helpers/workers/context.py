@@ -7,9 +7,9 @@ process (the driver), which has them merged and the round finished on a worker. 
 own mergeable execution context (``tff.backends.native.create_mergeable_comp_execution_context``)
 over TFF's ``RemoteExecutor``; nothing here re-implements a runtime.
 
-Choose the workers before Python starts with ``COURSE_WORKERS`` (the course's
-helpers apply it when ``helpers.workers.runtime`` is imported, which every notebook,
-script and test helper does through ``helpers.training`` or ``helpers.compression``):
+Choose the workers before Python starts with ``COURSE_WORKERS`` (applied by
+``helpers.workers.runtime.start()``, which every notebook's setup cell, script and
+test fixture calls through ``helpers.setup.start()`` or directly):
 
 - unset or empty: rounds run in one local process, exactly as without this module;
 - ``COURSE_WORKERS=4``: start 4 local workers, stop them at exit;
@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 
-from helpers.workers import connection, processes
+from helpers.workers import connection, processes, tff_compat
 from helpers.workers.spec import ENV, FORMS, WorkersSpecError, parse_spec
 
 
@@ -80,6 +80,8 @@ class Workers:
         parsed = parse_spec(spec)
         self.closed = False
         self.contexts = []
+        processes.register_exit_hook()  # before ours: atexit runs the last registered first
+        _register_exit_hook()
         self.local = (processes.start_local_workers(parsed, concurrency)
                       if isinstance(parsed, int) else [])
         _OPEN_GROUPS.append(self)
@@ -106,17 +108,10 @@ class Workers:
 
     def note_slice(self, address, comp, arg):
         """Record the clients of the first piece of work each worker gets in a call: its slice."""
-        import tensorflow_federated as tff
-        from tensorflow_federated.python.core.impl.executors import cardinalities_utils
         with self._lock:
             if self._current is None or address in self._current["clients"]:
                 return
-            clients = 0
-            if arg is not None and comp.type_signature.parameter is not None:
-                with contextlib.suppress(Exception):
-                    found = cardinalities_utils.infer_cardinalities(arg, comp.type_signature.parameter)
-                    clients = int(found.get(tff.CLIENTS, 0))
-            self._current["clients"][address] = clients
+            self._current["clients"][address] = tff_compat.clients_in(comp, arg)
 
     def run(self, mergeable, comp, arg):
         """``mergeable.invoke(comp, arg)``, recording the call's split, seconds and bytes in :attr:`calls`."""
@@ -186,7 +181,7 @@ def _group_context_class():
 
 # ------------------------------------------------------------ choosing workers --
 
-_state = dict(active=None, previous=None, applied_env=False)
+_state = dict(active=None, previous=None, applied_env=False, exit_hook=False)
 
 
 def use_workers(spec, **options):
@@ -262,11 +257,11 @@ def current_workers():
 
 
 def apply_environment():
-    """Apply ``COURSE_WORKERS`` once per process (``helpers.workers.runtime`` calls this on import).
+    """Apply ``COURSE_WORKERS`` once per process (``helpers.workers.runtime.start`` calls this).
 
     Does nothing when it is unset or empty, or when :func:`use_workers` was already called.
     A bad value or an unreachable worker raises, and raises again on the next
-    import (Python retries a failed import), rather than quietly running in one process.
+    call, rather than quietly running in one process.
     """
     value = os.environ.get(ENV, "").strip()
     if _state["applied_env"] or not value or _state["active"] is not None:
@@ -281,11 +276,22 @@ def apply_environment():
     return group
 
 
+def forget_workers():
+    """Drop the references kept to the workers chosen and to the context before them (at exit)."""
+    _state.update(active=None, previous=None)
+
+
 def _close_open_groups():
     for group in list(_OPEN_GROUPS):
         group.close()
 
 
-# At exit, release the groups first, so that slices still running end quietly. This hook is
-# registered after processes' (imported above), and atexit runs the last registered first.
-atexit.register(_close_open_groups)
+def _register_exit_hook():
+    """At exit, release the groups first, so that slices still running end quietly.
+
+    Registered when the first group opens, after :mod:`helpers.workers.processes`' hook (registered when
+    it started a worker, or earlier), and atexit runs the last registered first.
+    """
+    if not _state["exit_hook"]:
+        atexit.register(_close_open_groups)
+        _state["exit_hook"] = True

@@ -73,6 +73,7 @@ class LocalWorker:
         self.process = subprocess.Popen(
             _with_parent_death_signal(worker_command(self.port, concurrency)), stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, close_fds=True)
+        register_exit_hook()
         _STARTED.append(self)
 
     def exit_code(self):
@@ -187,4 +188,11 @@ def stop_started_workers():
         worker.stop()
 
 
-atexit.register(stop_started_workers)
+_exit_hook = []
+
+
+def register_exit_hook():
+    """Stop the workers started here when Python exits (registered once, before the first worker starts)."""
+    if not _exit_hook:
+        atexit.register(stop_started_workers)
+        _exit_hook.append(True)

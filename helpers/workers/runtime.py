@@ -1,17 +1,23 @@
-"""Keep TensorFlow Federated's helper process from outliving Python.
+"""Start TFF's runtime explicitly, and keep its helper process from outliving Python.
 
 TFF runs every computation in a child process called ``worker_binary``. That
 child survives the Python process that started it, keeps its pipes open, and so
-makes ``python script.py | cat``, nbval and CI wait forever. Importing this
-module registers an exit hook that stops every such child of this process.
+makes ``python script.py | cat``, nbval and CI wait forever.
 
-It also applies ``COURSE_WORKERS`` (see :mod:`helpers.workers`): every
-notebook, script and test helper imports this module through
-``helpers.training`` or ``helpers.compression``, so setting that variable
-before Python starts moves every round onto those workers. The workers that
+Nothing here runs on import. :func:`start` (which ``helpers.setup.start()``, the
+scripts and the test fixtures call) does, once per process:
+
+1. one malloc arena (:func:`helpers.config.one_malloc_arena`), before TF starts threads;
+2. registers the exit hook that stops every ``worker_binary`` this process started;
+3. applies ``COURSE_WORKERS`` (:mod:`helpers.workers.context`) or, without it,
+   installs TFF's local C++ context (:func:`install_local_context`).
+
+Without it TFF runs computations on the context it installs when imported, whose
+worker nobody stops (scripts/check_no_workers.sh catches such a leak);
+:func:`install_local_context` registers the exit hook too. The workers that
 :mod:`helpers.workers.processes` starts are not "TFF's own" helper process:
 :func:`tff_worker_pids` and :func:`stop_tff_workers` leave them alone unless
-asked (``scale_out=True``), and the exit hook stops them too.
+asked (``scale_out=True``); the exit hook stops them too.
 
 :func:`release_finished_runs` gives back the memory of the processes run so
 far (TFF's compiler cache, and TFF's worker, restarted with a fresh execution
@@ -25,16 +31,38 @@ import ctypes
 import gc
 import os
 import signal
+import sys
 import time
+import weakref
 
 import psutil
 
 from helpers import config
-from helpers.workers import processes
+from helpers.workers import context, processes, tff_compat
 
 _WORKER_NAME = "worker_binary"
+# The local contexts installed here, held weakly: one that nothing uses any more drops out by itself.
+_state = dict(started=False, exit_hook=False, local_contexts=weakref.WeakSet())
 
-config.one_malloc_arena()  # also where the setup cell did not run first: TFF's workers start with one arena
+
+def start():
+    """Make TFF run computations (``COURSE_WORKERS``' workers, or one local worker); stop its workers at exit.
+
+    Returns the one-line description of where the rounds run. A second call changes nothing.
+    """
+    if not _state["started"]:
+        config.one_malloc_arena()
+        _register_exit_hook()
+        if context.apply_environment() is None:
+            install_local_context()
+        _state["started"] = True
+    return context.current_workers()
+
+
+def _register_exit_hook():
+    if not _state["exit_hook"]:
+        atexit.register(_stop_all_at_exit)
+        _state["exit_hook"] = True
 
 
 def tff_worker_pids(parent_pid=None, scale_out=False):
@@ -82,12 +110,16 @@ def install_local_context():
     """Make a fresh TFF worker on this machine run what comes next, at most
     :func:`helpers.config.max_concurrent_calls` computations at once.
 
-    ``tff.backends.native.set_sync_local_cpp_execution_context``, TFF's own local runtime, with TFF's
-    ``max_concurrent_computation_calls``; its worker starts with the first computation.
+    TFF's own local runtime (``tff.backends.native.create_sync_local_cpp_execution_context`` with TFF's
+    ``max_concurrent_computation_calls``), installed as TFF's default context; its worker starts with the
+    first computation. The exit hook that stops it is registered first.
     """
     import tensorflow_federated as tff
-    tff.backends.native.set_sync_local_cpp_execution_context(
+    _register_exit_hook()
+    local = tff.backends.native.create_sync_local_cpp_execution_context(
         max_concurrent_computation_calls=config.max_concurrent_calls())
+    tff.framework.set_default_context(local)
+    _state["local_contexts"].add(local)
 
 
 def release_finished_runs():
@@ -106,9 +138,7 @@ def release_finished_runs():
     - Then Python's garbage is collected and glibc's ``malloc_trim(0)`` hands the heap memory that
       TF freed back to the system (glibc keeps it in its per-thread arenas otherwise).
     """
-    from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
-
-    compiler_pipeline.CompilerPipeline.compile.cache_clear()
+    tff_compat.clear_compiler_cache()
     stopped = 0
     if context.active() is None:
         stopped = stop_tff_workers()
@@ -127,11 +157,11 @@ def _trim_heap():
 
 
 def _forget_stopped_workers():
-    """Disarm TFF's ``ServiceManager.__del__``: it would fail noisily at interpreter exit."""
-    for obj in gc.get_objects():
-        cls = type(obj)
-        if cls.__name__ == "ServiceManager" and "executor_factory" in cls.__module__:
-            cls.__del__ = lambda self: None
+    """Tell the local contexts installed here that their stopped workers are gone, so none is signalled twice."""
+    for local in list(_state["local_contexts"]):
+        process = tff_compat.local_worker_process(local)
+        if process is not None and process.poll() is not None:
+            tff_compat.forget_local_worker(local)
 
 
 def _signal(pid, sig):
@@ -150,12 +180,24 @@ def _is_zombie(pid):
 
 def _stop_all_at_exit():
     stop_tff_workers(scale_out=True)
+    _let_local_contexts_go()
 
 
-atexit.register(_stop_all_at_exit)
+def _let_local_contexts_go():
+    """Free TFF's local contexts while Python still runs, once their workers are stopped (at exit).
 
-# Apply COURSE_WORKERS; without it, TFF's local worker runs at most max_concurrent_calls() at once.
-from helpers.workers import context  # noqa: E402
+    Each holds a ``ServiceManager`` whose ``__del__`` reads the ``subprocess`` module; run during interpreter
+    shutdown, when module globals are already gone, it fails with a traceback. So TFF's default context is
+    replaced (TFF's public ``set_default_context``) by one that refuses to run, and the garbage collected now.
+    """
+    if "tensorflow_federated" not in sys.modules:
+        return
+    import tensorflow_federated as tff
 
-if context.apply_environment() is None:
-    install_local_context()
+    class StoppedContext(tff.framework.SyncContext):
+        def invoke(self, comp, arg):
+            raise RuntimeError("TFF's runtime was stopped: Python is exiting.")
+
+    tff.framework.set_default_context(StoppedContext())
+    context.forget_workers()
+    gc.collect()

@@ -14,8 +14,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-import colab_packages  # noqa: E402
+from scripts import colab_packages  # noqa: E402
 
 from helpers import colab  # noqa: E402
 

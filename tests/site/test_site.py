@@ -22,8 +22,7 @@ import urllib.parse
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-import notebook_cells  # noqa: E402
+from scripts import notebook_cells  # noqa: E402
 
 from tests.browser.test_jupyterlab import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 

@@ -1,6 +1,6 @@
 """A one-page report of the course's key figures, for an instructor to read before class.
 
-:func:`write_report` (``make course`` calls it last; ``python -m helpers.runs.report``
+:func:`write_report` (``make course`` calls it last; ``python -m helpers.report``
 on its own) reads what the notebooks saved under the output folder
 (``outputs/`` by default):
 
@@ -84,8 +84,10 @@ def comparisons_section():
 
 
 def frontier_section(folder="frontier", title="The compression frontier (notebook 06)", make="run notebook 06",
-                     rows=frontier.SWEEP):
-    """The sweep's table (every one of ``rows``) with the intervals, and which targets a whole interval meets."""
+                     rows=None):
+    """The sweep's table (every one of ``rows``, default the sweep's) with the intervals, and which targets a
+    whole interval meets."""
+    rows = frontier.sweep_rows() if rows is None else rows
     path = config.output_dir(folder) / "results.json"
     lines = [f"## {title}", ""]
     if not path.exists():
