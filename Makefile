@@ -24,7 +24,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
 test test-slow test-browser test-colab test-site course bench memory frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course site test test-slow test-browser test-colab test-site lab bench memory frontier exercises assignment grade lock clean-env
+.PHONY: env course site test test-slow test-browser test-colab test-site lab bench memory frontier quotes exercises assignment grade lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -86,6 +86,10 @@ memory: env
 frontier: env
 	$(PY) scripts/frontier_from_scratch.py $(if $(ROWS),--rows $(ROWS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(COMMIT),--commit)
 	@scripts/check_no_workers.sh
+
+# INSTRUCTOR.md's from-scratch figures, rewritten from results/frontier_from_scratch.json (after make frontier).
+quotes: env
+	$(PY) -m scripts.quote_results
 
 # One TFF worker_binary in the foreground for a driver on another machine (COURSE_WORKERS=<this host>:PORT).
 # It listens on all interfaces without authentication: docs/scaling_out.md says how to keep it private.

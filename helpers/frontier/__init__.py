@@ -2,9 +2,15 @@
 
 The names notebooks 04 and 06 call come from :mod:`helpers.frontier.sweep`:
 the methods and the sweep's rows, ``run_sweep``, ``results_table`` and what
-reads it. Beside it, ``research_stages``: stages from the literature
-(rotation blocks, 1-bit signs, top-k) that the sweep compares with the
-original tutorial's 8-bit quantization and notebook 05's stages.
+reads it. Beside it:
+
+- ``research_stages``: stages from the literature (rotation blocks, 1-bit signs, top-k) that the sweep
+  compares with the original tutorial's 8-bit quantization and notebook 05's stages;
+- ``baselines``: the literature's baselines (sign, QSGD, TernGrad stages; signSGD's majority vote);
+- ``error_feedback``: client-side error feedback, residuals kept per client across rounds;
+- ``fetchsgd``: FetchSGD, a count sketch with momentum and error kept on the server;
+- ``from_scratch``: the headline rows trained from a fresh model (``make frontier``) and their results file;
+- ``scratch_results``: what notebook 06 reads from the committed results file.
 """
 from helpers.frontier.sweep import (AGGREGATION_ONLY, BOTH, BROADCAST_ONLY, IDENTITY, METHODS, SWEEP,
                                     available_methods, best_within, change_interval, check_results_file, encoder_fns,

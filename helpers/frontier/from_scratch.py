@@ -366,7 +366,7 @@ def summary_table(results):
         rows.append({
             "direction": sweep.direction(row["broadcast"], row["aggregation"]), "label": row["label"],
             "broadcast": row["broadcast"], "aggregation": row["aggregation"], "cohort": row["cohort"],
-            "broadcast bits": rounds * row["broadcast_bits_per_round"],
+            "trainer": row["trainer"], "broadcast bits": rounds * row["broadcast_bits_per_round"],
             "aggregated bits": rounds * row["aggregated_bits_per_round"],
             "reduction (aggregated)": row.get("reduction_aggregated"), "reduction (total)": row.get("reduction_total"),
             "test accuracy (%)": row["test_accuracy_mean"], "accuracy change (points)": row["change"],
