@@ -29,6 +29,11 @@ def spec_bits(spec):
     return num_elements * bits_per_element(spec.dtype)
 
 
+def structure_spec_bits(structure):
+    """Total bits (int) of a nested structure of specs, tensors or numpy arrays."""
+    return sum(spec_bits(leaf) for leaf in tf.nest.flatten(structure))
+
+
 def tensor_bits(structure):
     """Total bits of a nested structure of tensors, as an int64 tensor computed at run time.
 
