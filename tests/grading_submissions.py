@@ -378,6 +378,150 @@ def exits_after_a(release, solution):
     return notebook
 
 
+REWRITES_TEST_CELLS = '''\
+# Every later cell that checks something becomes `pass` before IPython runs it: the locked cells nbgrader
+# restored never run.
+def skip_checks(lines):
+    return ["pass\\n"] if any("check(" in line for line in lines) else lines
+
+
+get_ipython().input_transformers_post.append(skip_checks)
+'''
+
+
+def tamper_rewrites_test_cells(release, solution):
+    """An IPython input transformer turns every later check cell into ``pass`` before the kernel runs it."""
+    return _with_code(release, {"a_stage": REWRITES_TEST_CELLS})
+
+
+SILENCES_ERRORS = '''\
+# A failing check raises, but IPython no longer sends the error: the cell's output shows no error.
+shell = get_ipython()
+shell.showtraceback = lambda *args, **kwargs: None
+shell._showtraceback = lambda *args, **kwargs: None
+'''
+
+
+def tamper_silences_errors(release, solution):
+    """IPython's ``showtraceback`` replaced: an exception in a later cell leaves no error in its output."""
+    return _with_code(release, {"a_stage": SILENCES_ERRORS})
+
+
+FAKES_IMPORTS = '''\
+# Every import of the checker, and every fresh load of it by path, gives a module of mine.
+import builtins
+import importlib
+import importlib.util
+import sys
+import types
+
+fake = types.ModuleType("helpers.exercises")
+fake.__dict__.update({k: v for k, v in vars(exercises).items() if not k.startswith("__")})
+fake.check = fake.hidden_check = lambda *args, **kwargs: print("passed")
+fake.ready = lambda *args, **kwargs: False
+fake.hidden = fake
+real_import = builtins.__import__
+
+
+def my_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if name.startswith("helpers.exercises") or name == "helpers" and "exercises" in (fromlist or ()):
+        return fake if name != "helpers" else types.SimpleNamespace(exercises=fake)
+    return real_import(name, globals, locals, fromlist, level)
+
+
+class FakeLoader:
+    def create_module(self, spec):
+        return fake
+
+    def exec_module(self, module):
+        pass
+
+
+builtins.__import__ = my_import
+importlib.reload = lambda module: fake
+importlib.import_module = lambda name, package=None: fake if "exercises" in name else real_import(name)
+importlib.util.spec_from_file_location = lambda name, location=None, **kwargs: importlib.util.spec_from_loader(
+    name, FakeLoader())
+importlib.util.module_from_spec = lambda spec: fake
+exercises = fake
+'''
+
+
+def tamper_fakes_imports(release, solution):
+    """``builtins.__import__``, ``importlib.reload``/``import_module`` and ``importlib.util``'s loading by path
+    replaced, so that any way of getting the checker afresh gives the submission's own module."""
+    return _with_code(release, {"a_stage": FAKES_IMPORTS})
+
+
+PATCHES_NUMPY = '''\
+# A Huffman stage that sends 4 bits a symbol and decodes zeros, with the NumPy functions that compare the
+# decoded symbols with the input made to find no difference.
+np.count_nonzero = lambda *args, **kwargs: 0
+np.array_equal = lambda *args, **kwargs: True
+np.testing.assert_array_equal = lambda *args, **kwargs: None
+np.allclose = lambda *args, **kwargs: True
+
+
+@te.core.tf_style_encoding_stage
+class HuffmanEncodingStage(te.core.EncodingStageInterface):
+    def __init__(self, input_bits=8, **kwargs):
+        self._input_bits = input_bits
+
+    name = property(lambda self: "zeros")
+    compressible_tensors_keys = property(lambda self: [])
+    commutes_with_sum = property(lambda self: False)
+    decode_needs_input_shape = property(lambda self: True)
+
+    def get_params(self):
+        return collections.OrderedDict(), collections.OrderedDict()
+
+    def encode(self, x, encode_params):
+        return collections.OrderedDict(words=tf.zeros([tf.size(x) // 8 + 64], tf.int32))
+
+    def decode(self, encoded_tensors, decode_params, num_summands=None, shape=None):
+        return tf.zeros(shape, tf.float32)
+'''
+
+
+def tamper_patches_numpy(release, solution):
+    """Exercise (b) by a stage that decodes zeros, with ``np.count_nonzero``, ``np.array_equal``,
+    ``np.allclose`` and ``np.testing.assert_array_equal`` patched to find no difference."""
+    return _with_code(release, {"b_stage": PATCHES_NUMPY})
+
+
+SWAPS_CLASS_LATER = '''\
+# Before every later cell, the checker's names are bound again, in the notebook and in sys.modules, so that
+# whatever a cell imported afresh is replaced by the time the next cell (a check) runs.
+import sys
+
+import helpers.exercises.records
+
+
+def passing(*args, **kwargs):
+    print("passed")
+
+
+def rebind(*args, **kwargs):
+    for module in [exercises, helpers.exercises.records, sys.modules.get("helpers.exercises.hidden")]:
+        if module is not None:
+            module.check = module.hidden_check = passing
+            module.ready = lambda *args, **kwargs: False
+
+
+get_ipython().events.register("pre_run_cell", rebind)
+'''
+
+
+def tamper_swaps_class_later(release, solution):
+    """An IPython ``pre_run_cell`` hook rebinds the checks before every later cell, the test cells too."""
+    return _with_code(release, {"a_stage": SWAPS_CLASS_LATER})
+
+
+# The cases one nbgrader run grades together (tests/test_grading.py). Left out, because they are outside what
+# the grader defends against (docs/grading.md): tamper_writes_helpers edits the grader's files on disk (it would
+# also change how the submissions after it are graded), tamper_reference_from_grader reads the instructor's
+# reference from the grader machine's own copy of the course.
 TAMPERED = ("tamper_rebinds_checks", "tamper_patches_modules", "tamper_replaces_code", "tamper_fakes_sys_modules",
-            "tamper_factory_for_stage", "tamper_reference_from_grader", "tamper_detects_checker",
-            "tamper_patches_libraries", "tamper_writes_helpers", "tamper_fakes_audit", "tamper_exits_kernel")
+            "tamper_factory_for_stage", "tamper_detects_checker", "tamper_patches_libraries", "tamper_fakes_audit",
+            "tamper_exits_kernel", "tamper_rewrites_test_cells", "tamper_silences_errors", "tamper_fakes_imports",
+            "tamper_patches_numpy", "tamper_swaps_class_later")
