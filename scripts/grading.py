@@ -19,14 +19,17 @@
   (:func:`graded_questions`), beside the same helpers and lock inputs;
 - ``release/<assignment>/``: what students get, from ``nbgrader generate_assignment``
   (nbgrader's LockCells, ClearSolutions, ClearHiddenTests, ClearOutput, ...),
-  without ``helpers/exercises/hidden.py``: what the hidden tests try stays
-  with the grader (``autograde`` runs beside the source's copy).
+  without ``helpers/exercises/hidden.py``, ``fresh_check.py`` and ``integrity.py``
+  (:data:`GRADER_ONLY`): what the hidden tests try, and how the graded checks
+  run, stay with the grader (``autograde`` runs beside the source's copy).
 
 ``grade`` takes a folder with one student's work each (``SUBMISSIONS/<student
 id>/`` holding the assignment's notebooks; for ps05 also ``SUBMISSIONS/<student
 id>.ipynb``), copies them into the course's ``submitted/`` folder and runs
 ``nbgrader autograde`` (one student at a time, timed; locked cells a student
-changed are restored), ``nbgrader generate_feedback``
+changed are restored; every graded check's verdict comes from a fresh Python
+process that runs the student's exercise cells and the course's own checks,
+``scripts/fresh_checks.py``), ``nbgrader generate_feedback``
 (``feedback/<student>/<assignment>/*.html``) and ``nbgrader export``
 (``grades.csv``: total and per-cell scores of every assignment graded so far).
 The notebooks run on the course's kernel (``helpers.config.KERNEL_NAME``), in
@@ -87,14 +90,24 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "outpu
 c.Execute.timeout = {timeout}
 c.Execute.kernel_name = {kernel!r}
 c.ExportApp.plugin_class = "grade_export.ExerciseScoresExport"
+# The graded checks' verdicts come from a fresh process, not from the student's kernel (scripts/fresh_checks.py).
+c.Autograde.autograde_preprocessors = [
+    "fresh_checks.ExecuteToTheEnd", "fresh_checks.FreshProcessChecks",
+    "nbgrader.preprocessors.IgnorePattern", "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput", "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties", "nbgrader.preprocessors.CheckCellMetadata"]
+c.FreshProcessChecks.source = {source!r}
+c.FreshProcessChecks.timeout = {timeout}
 """
+# What the grader keeps to itself: the hidden tests, and the fresh process that runs the graded checks.
+GRADER_ONLY = ("hidden.py", "fresh_check.py", "integrity.py")
 
 
 def write_config(course, timeout):
     """Write ``course/nbgrader_config.py`` (course id, kernel, per-cell ``timeout`` in seconds)."""
     course.mkdir(parents=True, exist_ok=True)
     (course / "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
-        root=str(course), timeout=int(timeout), kernel=config.KERNEL_NAME))
+        root=str(course), timeout=int(timeout), kernel=config.KERNEL_NAME, source=str(course / "source")))
 
 
 def nbgrader(course, *args, env=None):
@@ -186,7 +199,8 @@ def assignment(course=COURSE, timeout=TIMEOUT):
     for assignment_id in (ASSIGNMENT, QUESTIONS):
         nbgrader(course, "generate_assignment", assignment_id, "--force")
         release = course / "release" / assignment_id
-        (release / "helpers" / "exercises" / "hidden.py").unlink()  # what the hidden tests try stays with the grader
+        for name in GRADER_ONLY:  # what the hidden tests try, and how the checks are run, stay with the grader
+            (release / "helpers" / "exercises" / name).unlink()
         print(f"release: {release} (give students this folder; its helpers/ withholds the solutions)")
     return course / "release" / ASSIGNMENT
 
