@@ -1,7 +1,6 @@
 """Notebook 05 and the questions of 01-04 and 06 as nbgrader assignments: the releases withhold the solutions
 and the hidden tests, and (slow) a real nbgrader course autogrades kinds of submissions of both (issue 23)."""
 import csv
-import html
 import os
 import pathlib
 import re
@@ -194,8 +193,8 @@ def _lost_points_without_a_reason(course, student):
     for cell in graded.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
-        if grade_id in FULL and errors and not (errors[0]["evalue"].strip() and
-                                                 html.escape(errors[0]["evalue"].strip()[:60]) in text):
+        words = re.split(r"[\"'<>&]", errors[0]["evalue"].strip())[0][:60] if errors else ""
+        if grade_id in FULL and errors and not (len(words) > 20 and words in text):
             unexplained.append(grade_id)
     return unexplained
 
@@ -232,8 +231,9 @@ def test_nbgrader_course_grades_submissions_and_tamper_cases(course, tmp_path):
     restored = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "a_check"]
     assert restored[0].source.startswith('exercises.check(NonUniformQuantizationEncodingStage, "a")')
     assert score["endless_loop"] == dict(FULL, c_check=0, c_hidden=0, score=7, max_score=10)
-    # each cell that calls the endless stage stops at the timeout; the notebook's other cells take about a minute
-    assert seconds["endless_loop"] < 4 * grading.TIMEOUT + 180, seconds
+    # each cell that calls the endless stage stops at the timeout; the notebook's other cells take about a minute;
+    # in the fresh process each of the two endless checks stops at the timeout too, and the process starts again
+    assert seconds["endless_loop"] < 6 * grading.TIMEOUT + 300, seconds
     htmls = sorted(p.parent.parent.name for p in (course / "feedback").rglob("*.html") if p.parent.name == grading.ASSIGNMENT)
     assert htmls == sorted(SUBMISSIONS)
     unexplained = {name: _lost_points_without_a_reason(course, name) for name in SUBMISSIONS}

@@ -68,8 +68,10 @@ def course_checks():
 
 
 def stages_in(encoder):
-    """Every stage of a ``te.core.Encoder`` tree."""
-    return [encoder.stage] + [s for child in encoder.children.values() for s in stages_in(child)]
+    """Every stage of a ``te.core.Encoder`` tree, as composed (not wrapped)."""
+    # private API: tfmot wraps a non-adaptive stage in NoneStateAdaptiveEncodingStage, which keeps it in _wrapped_stage
+    stage = getattr(encoder.stage, "__dict__", {}).get("_wrapped_stage", encoder.stage)
+    return [stage] + [s for child in encoder.children.values() for s in stages_in(child)]
 
 
 def encoder_fault(factory, cls, record, evaluate):

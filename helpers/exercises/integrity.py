@@ -22,7 +22,7 @@ import types
 # Modules (and their submodules) whose callables the checks may reach.
 WATCHED = ("helpers", "numpy", "tensorflow", "tensorflow_model_optimization", "keras", "builtins", "sys", "os",
            "io", "abc", "re", "json", "math", "random", "functools", "collections", "contextlib", "dataclasses",
-           "importlib", "inspect", "traceback", "types", "typing", "threading", "gc", "copy", "operator", "warnings",
+           "importlib", "inspect", "traceback", "types", "typing", "threading", "gc", "copy", "operator",
            "__main__")  # __main__: the fresh process's driver, helpers.exercises.fresh_check
 COURSE = "helpers"  # the course's own modules: every value is kept, not only callables
 
