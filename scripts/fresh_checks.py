@@ -155,10 +155,11 @@ def grade_fresh(folder, prelude, steps, timeout, env=None):
             return verdicts
         reported = run_fresh(folder, prelude, left, timeout, env)
         verdicts.update(reported)
-        missing = next((c for c in checks if c not in reported), None)
+        missing = next((s for s in left if "check" in s and s["check"] not in reported), None)
         if missing is not None:
-            verdicts[missing] = (False, f"The check did not finish: within {timeout} s a cell or the check ended "
-                                        "the process (os._exit, a crash) or did not return.")
+            verdicts[missing["check"]] = (
+                False, f"Exercise ({missing['exercise']}) not graded: before its check finished, a cell or the check "
+                       f"ended the process (os._exit, a crash), or it ran longer than {timeout} s.")
 
 
 class FreshProcessChecks(Preprocessor):
