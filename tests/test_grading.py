@@ -60,8 +60,9 @@ def test_release_withholds_the_solutions(course):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert f"helpers: {release / 'helpers' / '__init__.py'}" in out  # the release's own helpers, not the repo's
-    assert not (release / "helpers" / "exercises" / "hidden.py").exists()  # what the hidden tests try stays hidden
-    assert (course / "source" / grading.ASSIGNMENT / "helpers" / "exercises" / "hidden.py").exists()  # the grader's
+    for name in grading.GRADER_ONLY:  # the hidden tests, and how the graded checks run, stay with the grader
+        assert not (release / "helpers" / "exercises" / name).exists(), name
+        assert (course / "source" / grading.ASSIGNMENT / "helpers" / "exercises" / name).exists(), name
     assert exercises.WITHHELD_MESSAGE in out
     assert "IMPORTED" not in out and out.count("refused:") == 5, out
     assert "the instructor withheld the solutions in this graded release" in out

@@ -14,7 +14,9 @@ another seed:
   values between two levels decode to those values on average (unbiased).
 
 :func:`hidden_check` prints one line and raises ``AssertionError`` with the
-same sentence when a test fails (nbgrader scores the cell 0).
+same sentence when a test fails (nbgrader scores the cell 0). The references
+the stages are held to (uniform quantization's MSE, the bits sent) are computed
+here with NumPy, from nothing a student's notebook can reach.
 """
 import numpy as np
 import tensorflow as tf
@@ -62,8 +64,10 @@ def gather_roundtrip(encoder, shape):
     It encodes ``x`` (float32, ``shape``) as one client, in one graph, and
     decodes it on the server, in another graph that sees the encoded tensors
     only. ``state``: the encoder's state (``None``: its initial state).
-    Returns numpy arrays, the encoder's state updates and the bits the course
-    counts for the encoded tensors. Also returns the ``GatherEncoder``.
+    Returns numpy arrays, the encoder's state updates and the bits of the
+    encoded arrays, counted here from their sizes and dtypes. Also returns the
+    ``GatherEncoder``. Encode and decode may not pass values beside the encoded
+    tensors (:func:`helpers.exercises.runner.check_sends_only_tensors`).
     """
     spec = tf.TensorSpec(shape, tf.float32)
     gather = te.encoders.as_gather_encoder(encoder, spec)
