@@ -45,10 +45,17 @@ def verdict_channel(token):
     return report
 
 
+def without_magics(source):
+    """``source`` with each IPython magic or shell line (``%time``, ``%%capture``, ``!ls``) replaced by ``pass``."""
+    lines = source.splitlines()
+    return "\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
+                     else line for line in lines)
+
+
 def run_cell(source, grade_id, namespace):
     """Run a student's cell in ``namespace``; returns None, or the error it raised, in one phrase."""
     try:
-        exec(compile(source, f"<cell {grade_id}>", "exec"), namespace)
+        exec(compile(without_magics(source), f"<cell {grade_id}>", "exec"), namespace)
     except BaseException as error:  # a student's cell may raise anything, SystemExit included
         return f"your cell {grade_id} raised {describe_error(error)}"
     return None
