@@ -30,8 +30,7 @@ import threading
 
 import nbformat
 from nbclient.exceptions import DeadKernelError
-from nbconvert.preprocessors import Preprocessor
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Integer, Unicode
 
 CALLS = {("exercises", "check"): "check", ("hidden", "hidden_check"): "hidden_check"}
@@ -162,7 +161,7 @@ def grade_fresh(folder, prelude, steps, timeout, env=None):
                        f"ended the process (os._exit, a crash), or it ran longer than {timeout} s.")
 
 
-class FreshProcessChecks(Preprocessor):
+class FreshProcessChecks(NbGraderPreprocessor):  # nbgrader's base: enabled by default, unlike nbconvert's
     """The graded check cells' outputs, from :mod:`helpers.exercises.fresh_check` (see the module's docstring)."""
 
     source = Unicode("", help="The course's source folder (source/<assignment>/ holds each assignment)").tag(config=True)

@@ -137,3 +137,9 @@ def test_the_grader_reads_its_checks_from_the_instructors_locked_cells():
     assert "from tensorflow_model_optimization.python.core.internal import tensor_encoding as te" in imports
     assert "from helpers.exercises.huffman import huffman_pack, huffman_unpack, limit_code_lengths" in imports
     assert all(line.startswith(("import ", "from ")) for line in imports.splitlines())
+
+
+def test_the_graders_preprocessors_run_when_nbgrader_registers_them():
+    """nbgrader registers preprocessors as configured, not enabled: nbconvert's base class would skip them."""
+    fresh_checks = _load_fresh_checks()
+    assert fresh_checks.FreshProcessChecks().enabled and fresh_checks.ExecuteToTheEnd().enabled
