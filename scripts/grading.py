@@ -40,9 +40,12 @@ import argparse
 import os
 import pathlib
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import nbformat
@@ -117,12 +120,35 @@ def nbgrader(course, *args, env=None):
     environment["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), environment.get("PATH", "")])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "scripts"),
                                                               environment.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=environment,
-                            capture_output=True, text=True)
+    # Its output goes to a file, not a pipe: a process a submission's kernel left behind (a TFF worker after
+    # os._exit) would hold a pipe open, and the wait for its end would never return.
+    with tempfile.TemporaryFile("w+") as log:
+        result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=environment,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        log.seek(0)
+        output = log.read()
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+        tail = "\n".join(output.splitlines()[-25:])
         raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {result.returncode}):\n{tail}")
-    return result.stdout + result.stderr
+    return output
+
+
+def stop_left_workers(marker):
+    """Stop the TFF ``worker_binary`` processes whose environment holds ``marker``; returns their pids.
+
+    A submission whose kernel ends without stopping its workers (``os._exit``)
+    leaves them running; :func:`grade` gives each autograde its own marker.
+    """
+    stopped = []
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "worker_binary" and \
+                    marker.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                stopped.append(int(proc.name))
+        except OSError:  # gone in between, or not ours to read
+            continue
+    return stopped
 
 
 def copy_support(folder):
@@ -254,8 +280,13 @@ def grade(submissions, course=COURSE, timeout=None, assignment_id=ASSIGNMENT):
         for name, path in paths.items():
             shutil.copy2(path, target / name)
         start = time.monotonic()
-        nbgrader(course, "autograde", assignment_id, f"--student={student}", "--create", "--force", env=env)
+        marker = f"COURSE_GRADING_ID={secrets.token_hex(8)}"
+        nbgrader(course, "autograde", assignment_id, f"--student={student}", "--create", "--force",
+                 env=dict(env, COURSE_GRADING_ID=marker.split("=", 1)[1]))
         seconds[student] = time.monotonic() - start
+        left = stop_left_workers(marker)
+        if left:
+            print(f"stopped {len(left)} TFF worker(s) that {student}'s kernel left running (pids {left})")
         print(f"autograded {student} ({assignment_id}) in {seconds[student]:.0f} s")
     nbgrader(course, "generate_feedback", assignment_id, "--force")
     nbgrader(course, "export", "--to", str(course / "grades.csv"))
