@@ -19,14 +19,17 @@
   (:func:`graded_questions`), beside the same helpers and lock inputs;
 - ``release/<assignment>/``: what students get, from ``nbgrader generate_assignment``
   (nbgrader's LockCells, ClearSolutions, ClearHiddenTests, ClearOutput, ...),
-  without ``helpers/exercises/hidden.py``: what the hidden tests try stays
-  with the grader (``autograde`` runs beside the source's copy).
+  without ``helpers/exercises/hidden.py``, ``fresh_check.py`` and ``integrity.py``
+  (:data:`GRADER_ONLY`): what the hidden tests try, and how the graded checks
+  run, stay with the grader (``autograde`` runs beside the source's copy).
 
 ``grade`` takes a folder with one student's work each (``SUBMISSIONS/<student
 id>/`` holding the assignment's notebooks; for ps05 also ``SUBMISSIONS/<student
 id>.ipynb``), copies them into the course's ``submitted/`` folder and runs
 ``nbgrader autograde`` (one student at a time, timed; locked cells a student
-changed are restored), ``nbgrader generate_feedback``
+changed are restored; every graded check's verdict comes from a fresh Python
+process that runs the student's exercise cells and the course's own checks,
+``scripts/fresh_checks.py``), ``nbgrader generate_feedback``
 (``feedback/<student>/<assignment>/*.html``) and ``nbgrader export``
 (``grades.csv``: total and per-cell scores of every assignment graded so far).
 The notebooks run on the course's kernel (``helpers.config.KERNEL_NAME``), in
@@ -37,9 +40,12 @@ import argparse
 import os
 import pathlib
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import nbformat
@@ -85,14 +91,24 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "outpu
 c.Execute.timeout = {timeout}
 c.Execute.kernel_name = {kernel!r}
 c.ExportApp.plugin_class = "grade_export.ExerciseScoresExport"
+# The graded checks' verdicts come from a fresh process, not from the student's kernel (scripts/fresh_checks.py).
+c.Autograde.autograde_preprocessors = [
+    "fresh_checks.ExecuteToTheEnd", "fresh_checks.FreshProcessChecks",
+    "nbgrader.preprocessors.IgnorePattern", "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput", "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties", "nbgrader.preprocessors.CheckCellMetadata"]
+c.FreshProcessChecks.source = {source!r}
+c.FreshProcessChecks.timeout = {timeout}
 """
+# What the grader keeps to itself: the hidden tests, and the fresh process that runs the graded checks.
+GRADER_ONLY = ("hidden.py", "fresh_check.py", "integrity.py")
 
 
 def write_config(course, timeout):
     """Write ``course/nbgrader_config.py`` (course id, kernel, per-cell ``timeout`` in seconds)."""
     course.mkdir(parents=True, exist_ok=True)
     (course / "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
-        root=str(course), timeout=int(timeout), kernel=config.KERNEL_NAME))
+        root=str(course), timeout=int(timeout), kernel=config.KERNEL_NAME, source=str(course / "source")))
 
 
 def nbgrader(course, *args, env=None):
@@ -102,12 +118,35 @@ def nbgrader(course, *args, env=None):
     environment["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), environment.get("PATH", "")])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "scripts"),
                                                               environment.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=environment,
-                            capture_output=True, text=True)
+    # Its output goes to a file, not a pipe: a process a submission's kernel left behind (a TFF worker after
+    # os._exit) would hold a pipe open, and the wait for its end would never return.
+    with tempfile.TemporaryFile("w+") as log:
+        result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=environment,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        log.seek(0)
+        output = log.read()
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+        tail = "\n".join(output.splitlines()[-25:])
         raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {result.returncode}):\n{tail}")
-    return result.stdout + result.stderr
+    return output
+
+
+def stop_left_workers(marker):
+    """Stop the TFF ``worker_binary`` processes whose environment holds ``marker``; returns their pids.
+
+    A submission whose kernel ends without stopping its workers (``os._exit``)
+    leaves them running; :func:`grade` gives each autograde its own marker.
+    """
+    stopped = []
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "worker_binary" and \
+                    marker.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                stopped.append(int(proc.name))
+        except OSError:  # gone in between, or not ours to read
+            continue
+    return stopped
 
 
 def copy_support(folder):
@@ -184,7 +223,8 @@ def assignment(course=COURSE, timeout=TIMEOUT):
     for assignment_id in (ASSIGNMENT, QUESTIONS):
         nbgrader(course, "generate_assignment", assignment_id, "--force")
         release = course / "release" / assignment_id
-        (release / "helpers" / "exercises" / "hidden.py").unlink()  # what the hidden tests try stays with the grader
+        for name in GRADER_ONLY:  # what the hidden tests try, and how the checks are run, stay with the grader
+            (release / "helpers" / "exercises" / name).unlink()
         print(f"release: {release} (give students this folder; its helpers/ withholds the solutions)")
     return course / "release" / ASSIGNMENT
 
@@ -238,8 +278,13 @@ def grade(submissions, course=COURSE, timeout=None, assignment_id=ASSIGNMENT):
         for name, path in paths.items():
             shutil.copy2(path, target / name)
         start = time.monotonic()
-        nbgrader(course, "autograde", assignment_id, f"--student={student}", "--create", "--force", env=env)
+        marker = f"COURSE_GRADING_ID={secrets.token_hex(8)}"
+        nbgrader(course, "autograde", assignment_id, f"--student={student}", "--create", "--force",
+                 env=dict(env, COURSE_GRADING_ID=marker.split("=", 1)[1]))
         seconds[student] = time.monotonic() - start
+        left = stop_left_workers(marker)
+        if left:
+            print(f"stopped {len(left)} TFF worker(s) that {student}'s kernel left running (pids {left})")
         print(f"autograded {student} ({assignment_id}) in {seconds[student]:.0f} s")
     nbgrader(course, "generate_feedback", assignment_id, "--force")
     nbgrader(course, "export", "--to", str(course / "grades.csv"))

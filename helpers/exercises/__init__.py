@@ -12,6 +12,8 @@ The calls notebook 05 makes: ``check``, ``hint``, ``solution``, ``ready`` and
 - ``runner``        runs a stage as TFF does: encode and decode in separate graphs
 - ``checks``        what each exercise's stage must do, one check per exercise
 - ``hidden``        the graded release's hidden tests: each stage inside TFF's GatherEncoder
+- ``integrity``     whether what the checks use is still the course's own (a snapshot by identity)
+- ``fresh_check``   the graded checks in a fresh process, on the student's exercise cells (the grader's)
 - ``figures``       the numbers behind notebook 05's figures (a real client update)
 - ``understanding`` the "Check your understanding" questions of notebooks 01-04 and 06
 """

@@ -12,8 +12,13 @@ import traceback
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry  # private API: whether an op type is stateful, by name
 
 from helpers import sizing
+
+PYTHON_OPS = ("EagerPyFunc", "PyFunc", "PyFuncStateless")  # tf.py_function, tf.numpy_function
+# The stateful ops decode may use: control flow, assertions and logging; random ops are allowed by their prefix.
+DECODE_STATEFUL = ("While", "If", "Case", "StatefulPartitionedCall", "Assert", "PrintV2")
 
 
 class Fault(Exception):
@@ -79,13 +84,15 @@ class Runner:
         else:
             function = tf.function(lambda x: encode(x), input_signature=[x_spec], autograph=False)
         try:
-            return function.get_concrete_function()
+            concrete = function.get_concrete_function()
         except Fault:
             raise
         except NotImplementedError as stub:
             raise stub_fault(stub, "encode (or get_params)") from None
         except Exception as error:
             raise Fault(f"encode raised {describe_error(error)}.") from None
+        check_sends_only_tensors(concrete, "encode")
+        return concrete
 
     def decode(self, encoded, specs, shape, state=None, num_summands=None):
         """Decode numpy ``encoded`` in a fresh graph; ``specs`` from :meth:`encode`."""
@@ -123,6 +130,7 @@ class Runner:
                 raise Fault(f"decode raised {describe_error(error)} when given only the encoded "
                             "tensors in a separate graph (decode may use its arguments only, "
                             "not values kept on self during encode).") from None
+            check_sends_only_tensors(self._decoders[key], "decode", decode=True)
         shape_value = np.array(shape, np.int32)
         args = (dict(encoded), shape_value, state) if adaptive else (dict(encoded), shape_value)
         return _run(self._decoders[key], args, "decode")
@@ -162,6 +170,43 @@ class Runner:
                 raise Fault(f"update_state changes the shape or dtype of state[{k!r}]: keep them "
                             "as in initial_state.")
         return new_state
+
+
+def _graph_nodes(concrete):
+    """The nodes of a concrete function's graph and of every function it calls (loop bodies, branches)."""
+    graph_def = concrete.graph.as_graph_def()
+    return list(graph_def.node) + [node for function in graph_def.library.function for node in function.node_def]
+
+
+def _stateful(op_type):
+    """True if ``op_type`` is a registered op that keeps or reads state (False for a call of a graph function)."""
+    op_def = op_def_registry.get(op_type)
+    return bool(op_def and op_def.is_stateful)
+
+
+def check_sends_only_tensors(concrete, what, decode=False):
+    """Raises ``Fault`` if the traced ``concrete`` function can pass values beside its inputs and outputs.
+
+    Never: Python calls (``tf.py_function``, ``tf.numpy_function``) or files
+    written. For ``decode``: no tensor captured from outside its arguments and
+    no stateful op but control flow, assertions, logging and random numbers, so
+    that it can use only what encode sent. ``what``: how the fault names it.
+    """
+    if tf.config.functions_run_eagerly():
+        raise Fault(f"{what} ran eagerly (tf.config.run_functions_eagerly(True)): TFF runs stages as graphs; "
+                    "remove that call.")
+    for node in _graph_nodes(concrete):
+        if node.op in PYTHON_OPS:
+            raise Fault(f"{what} calls Python (tf.py_function or tf.numpy_function): TFF runs the stage as a "
+                        "serialized TensorFlow graph, without Python; use TensorFlow ops only.")
+        if node.op == "WriteFile" or node.op == "PrintV2" and node.attr["output_stream"].s.startswith(b"file://"):
+            raise Fault(f"{what} writes to a file ({node.op}): a stage may send only its encoded tensors.")
+        if decode and _stateful(node.op) and node.op not in DECODE_STATEFUL and "Random" not in node.op:
+            raise Fault(f"{what} uses {node.op}, which keeps or reads state beside the encoded tensors: decode "
+                        "may use only what encode sent.")
+    if decode and concrete.captured_inputs:
+        raise Fault(f"{what} reads {len(concrete.captured_inputs)} tensor(s) from outside its arguments (a "
+                    "variable, or a value kept on self): decode may use only what encode sent.")
 
 
 def _run(function, args, what, raw=False):
