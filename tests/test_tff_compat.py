@@ -97,3 +97,8 @@ def test_the_scan_finds_a_private_use(tmp_path):
                      "x = tff.framework._private\n"
                      "from tensorflow_model_optimization.python.core.internal import tensor_encoding as te\n")
     assert private_uses(probe) == [(2, "tensorflow_federated.python.core.impl.executors"), (3, "tff.framework._private")]
+
+
+def test_stateful_ops_are_told_apart():
+    assert tff_compat.op_is_stateful("VarHandleOp") and tff_compat.op_is_stateful("EagerPyFunc")
+    assert not tff_compat.op_is_stateful("AddV2") and not tff_compat.op_is_stateful("no such op")

@@ -12,9 +12,9 @@ import traceback
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import op_def_registry  # private API: whether an op type is stateful, by name
 
 from helpers import sizing
+from helpers.workers import tff_compat
 
 PYTHON_OPS = ("EagerPyFunc", "PyFunc", "PyFuncStateless")  # tf.py_function, tf.numpy_function
 # The stateful ops decode may use: control flow, assertions and logging; random ops are allowed by their prefix.
@@ -180,8 +180,7 @@ def _graph_nodes(concrete):
 
 def _stateful(op_type):
     """True if ``op_type`` is a registered op that keeps or reads state (False for a call of a graph function)."""
-    op_def = op_def_registry.get(op_type)
-    return bool(op_def and op_def.is_stateful)
+    return tff_compat.op_is_stateful(op_type)
 
 
 def check_sends_only_tensors(concrete, what, decode=False):

@@ -22,6 +22,9 @@ reads a private attribute of TFF (``tests/test_tff_compat.py`` checks that too).
    per-call record of how the clients were split.
 4. :func:`async_thread_runner`: TFF's ``AsyncThreadRunner`` runs one worker's
    coroutines on a thread of its own, so several workers run in parallel.
+5. :func:`op_is_stateful`: TensorFlow's ``op_def_registry``, whether an op type
+   keeps or reads state; the graded checks of notebook 05 refuse a stage whose
+   traced graph could pass values beside its tensors. TF has no public lookup.
 """
 
 
@@ -70,3 +73,10 @@ def async_thread_runner():
     """A new TFF ``AsyncThreadRunner``: runs coroutines on an event loop thread of its own."""
     from tensorflow_federated.python.common_libs import async_utils
     return async_utils.AsyncThreadRunner()
+
+
+def op_is_stateful(op_type):
+    """True if ``op_type`` (a name) is a registered TensorFlow op that keeps or reads state; False otherwise."""
+    from tensorflow.python.framework import op_def_registry
+    op_def = op_def_registry.get(op_type)
+    return bool(op_def and op_def.is_stateful)
