@@ -8,6 +8,7 @@
 #   make site     the executed course as a website (outputs/site/html/index.html), from what make course wrote
 #   make test-site     a fast-mode course run, make site, and every page of the site in headless Chromium
 #   make bench    speed figures, saved under outputs/bench/
+#   make bench-rounds  every headline method's seconds per round against identity, interleaved: results/round_cost.{json,csv} (~15 min)
 #   make memory   peak memory of every notebook (fast and full size) and its growth: outputs/bench/memory.{json,md}
 #   make frontier the headline rows from scratch over 5 paired seeds into results/ (opt-in, hours; ROWS=, SEEDS=, COMMIT=1)
 #   make exercises   the self-study student notebook 05 from its solutions notebook (nbgrader's preprocessors)
@@ -22,9 +23,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser test-colab test-site course bench memory frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab test-site course bench bench-rounds memory frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course site test test-slow test-browser test-colab test-site lab bench memory frontier quotes exercises assignment grade lock clean-env
+.PHONY: env course site test test-slow test-browser test-colab test-site lab bench bench-rounds memory frontier quotes exercises assignment grade lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -68,6 +69,12 @@ test-site: env
 bench: env
 	$(PY) scripts/bench.py
 	$(PY) scripts/scaling_out.py
+	@scripts/check_no_workers.sh
+
+# Seconds per round of every headline method against identity at full size, interleaved round by round so the
+# machine's load cancels in the ratio (docs/benchmarks.md): results/round_cost.{json,csv}. REPEATS= (5).
+bench-rounds: env
+	$(PY) scripts/bench_rounds.py $(if $(REPEATS),--repeats $(REPEATS))
 	@scripts/check_no_workers.sh
 
 # Peak PSS and RSS of the kernel and TFF's worker for every notebook, in fast mode and at full size (about

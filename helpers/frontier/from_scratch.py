@@ -96,11 +96,10 @@ def _majority_vote(model_fn, row, settings, train, evaluate_fn, *, seed, name, v
     The clients send the row's aggregation encoding (1-bit signs and a mean magnitude per variable above
     the threshold); the server takes the sign of the summed signs. A History.
     """
-    from helpers.frontier import baselines
-    encoders = sweep.encoder_fns(row.broadcast, row.aggregation)
-    process = training.build_fed_avg(model_fn, encoders, settings, aggregator=baselines.MajorityVoteFactory())
-    return training.train_fed_avg(model_fn, training.BuiltFedAvg(process, encoders), settings, train, evaluate_fn,
-                                  seed=seed, outputs=runs.RunOutputs(name=name, verbose=verbose))
+    built = training.BuiltFedAvg(build_process(model_fn, row, settings),
+                                 sweep.encoder_fns(row.broadcast, row.aggregation))
+    return training.train_fed_avg(model_fn, built, settings, train, evaluate_fn, seed=seed,
+                                  outputs=runs.RunOutputs(name=name, verbose=verbose))
 
 
 def _error_feedback(model_fn, row, settings, train, evaluate_fn, *, seed, name, verbose):
@@ -122,6 +121,33 @@ TRAINERS = {"fedavg": _fedavg, "majority_vote": _majority_vote, "error_feedback"
 # runs' keys (:func:`run_key`), so a saved run of an older version is not reused. Other trainers' keys are as before.
 TRAINER_SOURCES = {"error_feedback": ("frontier/error_feedback", "training"),
                    "fetchsgd": ("frontier/fetchsgd", "compression", "training")}
+
+
+
+def build_process(model_fn, row, settings):
+    """The process that ``row``'s trainer (:data:`TRAINERS`) trains, built as that trainer builds it.
+
+    For the benchmark of a round (:mod:`helpers.frontier.round_cost`), which times the same
+    computation. "fedavg": :func:`helpers.training.build_fed_avg` with the row's encoders;
+    "majority_vote": the same with :class:`helpers.frontier.baselines.MajorityVoteFactory`;
+    "fetchsgd": :func:`helpers.frontier.fetchsgd.build_fetchsgd`; "error_feedback": the
+    ``IterativeProcess`` of :func:`helpers.frontier.error_feedback.build_error_feedback_process`
+    (whose residuals :class:`helpers.frontier.error_feedback.ErrorFeedbackRounds` keeps).
+    """
+    if row.trainer == "fedavg":
+        return training.build_fed_avg(model_fn, sweep.encoder_fns(row.broadcast, row.aggregation), settings)
+    if row.trainer == "majority_vote":
+        from helpers.frontier import baselines
+        return training.build_fed_avg(model_fn, sweep.encoder_fns(row.broadcast, row.aggregation), settings,
+                                      aggregator=baselines.MajorityVoteFactory())
+    if row.trainer == "fetchsgd":
+        return fetchsgd.build_fetchsgd(model_fn, settings)
+    if row.trainer == "error_feedback":
+        from helpers.frontier import error_feedback
+        return error_feedback.build_error_feedback_process(
+            model_fn, error_feedback.encoders_for(row.broadcast, row.aggregation), settings)
+    raise ValueError(f"row {row.label!r} names the trainer {row.trainer!r}; known: {sorted(TRAINERS)}.")
+
 
 IDENTITY_ROW = Row(sweep.IDENTITY, sweep.IDENTITY)
 HEADLINE = [
