@@ -396,8 +396,8 @@ def best_within(table, where, bits_column, min_reduction, max_drop):
     row must cut something (a reduction above 1x), whatever ``min_reduction``
     says, so the identity row (1x, its interval 0 to 0) never qualifies.
     """
-    rows = table[(table["direction"] == where) & (table[bits_column] >= min_reduction) & (table[bits_column] > 1)]
-    rows = rows[[change_interval(row).at_most_below(max_drop) for _, row in rows.iterrows()]]
+    rows = table[(table["direction"] == where) & (table[bits_column] >= min_reduction) & (table[bits_column] > 1)
+                 & (table["change CI low"] >= -max_drop)]  # Interval.at_most_below, on the table's columns
     return None if rows.empty else rows.sort_values(bits_column).iloc[-1]
 
 
