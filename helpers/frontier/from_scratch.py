@@ -36,7 +36,7 @@ import pandas as pd
 
 from helpers import config, runs, training
 from helpers.frontier import fetchsgd, sweep
-from helpers.runs import checkpoints, intervals
+from helpers.runs import checkpoints, files, intervals
 
 CROSS_DEVICE, CROSS_SILO = "cross-device", "cross-silo"
 COHORTS = (CROSS_DEVICE, CROSS_SILO)
@@ -296,14 +296,8 @@ def empty_results(settings, data_line):
 
 def load_results(path):
     """The results dict saved at ``path``; ``ValueError`` naming the problem if it is not one."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no from-scratch results at {path}: run `make frontier` to make them.")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not a results file (invalid JSON: {error}); restore it with git "
-                         "checkout, or delete it and run `make frontier`.") from None
+    results = files.read_json(path, f"no from-scratch results at {path}: run `make frontier` to make them.",
+                              "a results file", "; restore it with git checkout, or delete it and run `make frontier`.")
     if not isinstance(results, dict) or results.get("format") != FORMAT:
         raise ValueError(f"{path} is not a from-scratch results file of format {FORMAT}; restore it with git "
                          "checkout, or delete it and run `make frontier`.")

@@ -28,6 +28,7 @@ import pandas as pd
 
 from helpers import config, data, runs, training
 from helpers.frontier import from_scratch
+from helpers.runs import files
 
 RESULTS_NAME = "round_cost"
 FORMAT = 1  # the file's layout; a file of another layout is refused, not misread
@@ -196,14 +197,9 @@ def save_results(results, path):
 
 def load_results(path):
     """The results dict saved at ``path``; ``FileNotFoundError`` or ``ValueError`` saying what to do otherwise."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no round-cost results at {path}: run `make bench-rounds` to make them.")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not a round-cost results file (invalid JSON: {error}); restore it with git "
-                         "checkout, or run `make bench-rounds` again.") from None
+    results = files.read_json(path, f"no round-cost results at {path}: run `make bench-rounds` to make them.",
+                              "a round-cost results file",
+                              "; restore it with git checkout, or run `make bench-rounds` again.")
     if not isinstance(results, dict) or results.get("format") != FORMAT:
         raise ValueError(f"{path} is not a round-cost results file of format {FORMAT}; restore it with git "
                          "checkout, or run `make bench-rounds` again.")

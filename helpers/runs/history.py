@@ -9,6 +9,8 @@ import pathlib
 
 import numpy as np
 
+from helpers.runs import files
+
 BITS_KEYS = ("broadcast_bits", "aggregated_bits")
 
 
@@ -51,14 +53,8 @@ class History:
     @classmethod
     def load(cls, path):
         """Read a history written by :meth:`save`."""
-        path = pathlib.Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no saved history at {path}; run the training cell first.")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not a saved history (invalid JSON: {error}); "
-                             "delete it and train again.") from None
+        data = files.read_json(path, f"no saved history at {path}; run the training cell first.",
+                               "a saved history", "; delete it and train again.")
         return cls(data["name"], data.get("config"), data["rounds"], data.get("evals"))
 
     def __repr__(self):
