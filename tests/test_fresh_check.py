@@ -79,6 +79,15 @@ def test_a_graded_check_refuses_to_run_a_rebound_checker(baseline, monkeypatch):
     assert line.endswith(fresh_check.RESTART)
 
 
+def test_a_check_that_ran_before_the_snapshot_does_not_look_like_tampering():
+    # The checks record their last result in records._LAST; a check run before the snapshot (a student's
+    # own check cell, or an earlier test in this process) must not make the next check look tampered with.
+    records.evaluate(stages.reference("NonUniformQuantizationEncodingStage"), "nonuniform")
+    before = integrity.snapshot()
+    records.evaluate(stages.Float16EncodingStage, "nonuniform")
+    assert integrity.changes(before) == []
+
+
 def test_a_graded_check_wants_the_stage_class_and_an_encoder_around_it(baseline):
     checks = fresh_check.course_checks()
     step = {"check": "a_check", "call": "check", "stage": "NonUniformQuantizationEncodingStage", "exercise": "a"}

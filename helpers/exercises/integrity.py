@@ -25,6 +25,8 @@ WATCHED = ("helpers", "numpy", "tensorflow", "tensorflow_model_optimization", "k
            "importlib", "inspect", "traceback", "types", "typing", "threading", "gc", "copy", "operator",
            "__main__")  # __main__: the fresh process's driver, helpers.exercises.fresh_check
 COURSE = "helpers"  # the course's own modules: every value is kept, not only callables
+# The checks' own record of their last results, rewritten by every check: the dict is kept, not its items.
+RESULTS = ("helpers.exercises.records._LAST",)
 
 
 def _watched(name):
@@ -62,6 +64,8 @@ def _course_value(path, value, entries):
     entries[path] = value
     if isinstance(value, types.FunctionType):
         _function_parts(path, value, entries)
+    if path in RESULTS:
+        return
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
     for key, item in list(items):
         entries[f"{path}[{key!r}]"] = item
