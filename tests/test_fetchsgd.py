@@ -250,3 +250,10 @@ def test_a_resumed_fetchsgd_run_is_bit_identical(tmp_path, monkeypatch, capfd): 
     assert resumed.evals == uninterrupted.evals and len(uninterrupted.evals) == 3
     assert len({e["digest"] for e in uninterrupted.evals}) == 3  # the model moved every round
     assert all(r["aggregated_bits"] == 2 * CNN_SKETCH_BITS for r in uninterrupted.rounds)  # the default sketch
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6])
+def test_the_median_network_sorts_each_coordinate_as_sort_does(rows):
+    values = np.random.default_rng(rows).integers(-3, 4, size=(rows, 500)).astype(np.float32)  # many ties
+    ordered = fetchsgd._sorted_rows(tf.unstack(tf.constant(values), num=rows))
+    np.testing.assert_array_equal(np.stack([r.numpy() for r in ordered]), np.sort(values, axis=0))
