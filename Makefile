@@ -75,6 +75,7 @@ bench: env
 # machine's load cancels in the ratio (docs/benchmarks.md): results/round_cost.{json,csv}. REPEATS= (5).
 bench-rounds: env
 	$(PY) scripts/bench_rounds.py $(if $(REPEATS),--repeats $(REPEATS))
+	$(PY) scripts/bench_round_parts.py $(if $(REPEATS),--repeats $(REPEATS))
 	@scripts/check_no_workers.sh
 
 # Peak PSS and RSS of the kernel and TFF's worker for every notebook, in fast mode and at full size (about

@@ -84,7 +84,7 @@ def _compress(encoder, x):
     return encoder.decode_after_sum(encoder.decode_before_sum(encoded, before_sum_params), after_sum_params, 1)
 
 
-def _feedback_step(encoder_fn, update_type):
+def feedback_step(encoder_fn, update_type):
     """The client's step, a TF computation ``(update, residual) -> (update + residual, what C dropped of it)``."""
     structure = tff.types.type_to_tf_tensor_specs(update_type)
     encoders = [encoder_fn(spec) for spec in tf.nest.flatten(structure)]
@@ -126,7 +126,7 @@ def build_error_feedback_process(model_fn, encoders, settings):
     aggregator = compression.build_encoded_mean_factory(encoders.aggregation).create(result_type.update,
                                                                                      result_type.update_weight)
     finalizer = tff.learning.templates.build_apply_optimizer_finalizer(server_optimizer, weights_type)
-    feedback = _feedback_step(encoders.aggregation, result_type.update)
+    feedback = feedback_step(encoders.aggregation, result_type.update)
 
     @tff.federated_computation
     def init_fn():

@@ -256,7 +256,7 @@ class FetchSGDFactory(tff.aggregators.WeightedAggregationFactory):
         after_rounds, new_rate = self._lr_drop
         return tf.where(round_index < after_rounds, float(self._learning_rate), float(new_rate))
 
-    def _server_step(self, sketches, mean_sketch, d, k):
+    def server_step(self, sketches, mean_sketch, d, k):
         """One round of the server's state: ``(new sketches, indices, values)`` of the ``k`` coordinates applied."""
         momentum = self._momentum * sketches["momentum"] + mean_sketch
         error = sketches["error"] + self._learning_rate_of(sketches["round"]) * momentum
@@ -285,7 +285,7 @@ class FetchSGDFactory(tff.aggregators.WeightedAggregationFactory):
 
         @tff.tensorflow.computation(initial_sketches.type_signature.result, mean_sketch_type)
         def server_step(sketches, mean_sketch):  # at the server
-            new, indices, values = self._server_step(sketches, mean_sketch, d, k)
+            new, indices, values = self.server_step(sketches, mean_sketch, d, k)
             delta = tf.scatter_nd(indices[:, None], values, [d])
             parts = tf.split(delta, [s.shape.num_elements() for s in specs])
             return new, tf.nest.pack_sequence_as(structure, [tf.reshape(p, s.shape) for p, s in zip(parts, specs)])
