@@ -32,6 +32,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 import weakref
 
@@ -62,7 +63,21 @@ def start():
 def _register_exit_hook():
     if not _state["exit_hook"]:
         atexit.register(_stop_all_at_exit)
+        _exit_on_sigterm()
         _state["exit_hook"] = True
+
+
+def _exit_on_sigterm():
+    """In a script (not a Jupyter kernel) that left SIGTERM alone: exit through Python on SIGTERM, so that
+    the exit hook stops TFF's workers (``kill`` or ``timeout`` would otherwise leave a ``worker_binary``)."""
+    if "ipykernel" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def tff_worker_pids(parent_pid=None, scale_out=False):
