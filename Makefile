@@ -23,9 +23,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # A fresh mark for each run of test, course and bench: the processes they start inherit it, and
 # scripts/check_no_workers.sh judges only the TFF workers that carry it (never an open kernel's).
-test test-slow test-browser test-colab test-site course bench bench-rounds memory frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+test test-slow test-browser test-colab test-site course course-timings bench bench-rounds memory frontier grade: export COURSE_RUN_ID := $(shell od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 
-.PHONY: env course site test test-slow test-browser test-colab test-site lab bench bench-rounds memory frontier quotes exercises assignment grade lock clean-env
+.PHONY: env course site test test-slow test-browser test-colab test-site lab bench bench-rounds memory frontier quotes course-timings exercises assignment grade lock clean-env
 
 env:
 	@scripts/make_env.sh
@@ -96,6 +96,12 @@ frontier: env
 	@scripts/check_no_workers.sh
 
 # INSTRUCTOR.md's from-scratch figures, rewritten from results/frontier_from_scratch.json (after make frontier).
+# Each notebook's wall time as INSTRUCTOR.md's schedule quotes it (full size from empty, the solved 05, fast mode
+# from empty and with saved runs), in throwaway output folders: results/course_timings.json. About 50 minutes.
+course-timings: env
+	$(PY) -m scripts.time_course
+	@scripts/check_no_workers.sh
+
 quotes: env
 	$(PY) -m scripts.quote_results
 

@@ -15,7 +15,6 @@ beside a control that does the same with nothing added:
 :func:`save_parts` / :func:`load_parts` keep them in ``results/round_parts.json``.
 """
 import collections
-import json
 import pathlib
 import tempfile
 import time
@@ -143,13 +142,7 @@ def time_parts(model_fn, clients, repeats):
 
 def save_parts(entries, provenance, path):
     """Write ``results/round_parts.json`` (``entries`` with the commit, date and machine) atomically; its path."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(dict(format=FORMAT, about=__doc__.splitlines()[0], **provenance,
-                                         parts=entries), indent=1) + "\n")
-    temporary.replace(path)
-    return path
+    return files.write_json(path, dict(format=FORMAT, about=__doc__.splitlines()[0], **provenance, parts=entries))
 
 
 def load_parts(path):

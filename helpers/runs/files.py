@@ -1,4 +1,4 @@
-"""Reading the course's JSON files with errors that say what to do."""
+"""Reading the course's JSON files with errors that say what to do, and writing them whole."""
 import json
 import pathlib
 
@@ -16,3 +16,13 @@ def read_json(path, missing, what, remedy):
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not {what} (invalid JSON: {error}){remedy}") from None
+
+
+def write_json(path, data):
+    """Write ``data`` as indented JSON to ``path`` through a temporary file, so a cut-off write keeps the old file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(data, indent=1) + "\n")
+    temporary.replace(path)
+    return path
