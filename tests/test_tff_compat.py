@@ -18,6 +18,7 @@ COMPAT = ROOT / "helpers" / "workers" / "tff_compat.py"
 # tensor_encoding has one entry point, tfmot's `...python.core.internal.tensor_encoding` package (tfmot exports it
 # nowhere else); the course imports that package and reaches everything through its namespace (te.utils, te.stages).
 TENSOR_ENCODING = "tensorflow_model_optimization.python.core.internal.tensor_encoding"
+NAMEDTUPLE_API = {"_fields", "_replace", "_asdict", "_make"}  # public, underscored so as not to clash with fields
 PRIVATE_PREFIXES = ("tensorflow_federated.python", "keras.src", "tensorflow.python", "tensorflow_model_optimization.python")
 
 
@@ -62,6 +63,16 @@ def test_the_async_thread_runner_runs_a_coroutine():
     assert tff_compat.async_thread_runner().run_coro_and_return_result(three()) == 3
 
 
+def test_the_sql_file_behind_a_client_data_is_found(tmp_path):
+    from helpers.data import emnist_file, offline
+    path = offline.generate_offline_emnist(tmp_path / "small.sqlite", 4, seed=0, progress=False)
+    train, test = emnist_file.read_client_data(path)
+    assert tff_compat.sql_file_of(train) == (str(path), emnist_file.SPLITS[True][0])
+    assert tff_compat.sql_file_of(test.preprocess(lambda dataset: dataset)) == (str(path), emnist_file.SPLITS[True][1])
+    in_memory = tff.simulation.datasets.TestClientData({"a": [1.0, 2.0]})
+    assert tff_compat.sql_file_of(in_memory) is None
+
+
 def private_uses(path):
     """``(line, what)`` of every private import or ``._name`` attribute of TFF/TF/Keras/tfmot in ``path``."""
     found = []
@@ -81,6 +92,13 @@ def private_uses(path):
                 base = base.value
             if isinstance(base, ast.Name) and base.id in aliases:
                 found.append((node.lineno, ast.unparse(node)))
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+                and str(node.args[1].value).startswith("_") and not str(node.args[1].value).startswith("__")
+                and node.args[1].value not in NAMEDTUPLE_API):
+            found.append((node.lineno, ast.unparse(node)))  # a private attribute read by its name
+    found += [(number, "protected-access") for number, line in enumerate(path.read_text().splitlines(), 1)
+              if "disable=protected-access" in line]  # a private attribute of another library's object
     return sorted(found)
 
 
@@ -95,8 +113,12 @@ def test_the_scan_finds_a_private_use(tmp_path):
     probe.write_text("import tensorflow_federated as tff\n"
                      "from tensorflow_federated.python.core.impl import executors\n"
                      "x = tff.framework._private\n"
-                     "from tensorflow_model_optimization.python.core.internal import tensor_encoding as te\n")
-    assert private_uses(probe) == [(2, "tensorflow_federated.python.core.impl.executors"), (3, "tff.framework._private")]
+                     "from tensorflow_model_optimization.python.core.internal import tensor_encoding as te\n"
+                     "y = getattr(data, '_underlying_client_data', None)\n"
+                     "z = data._filepath  # pylint: disable=protected-access\n"
+                     "w = getattr(data, '__module__', None)\n")
+    assert private_uses(probe) == [(2, "tensorflow_federated.python.core.impl.executors"), (3, "tff.framework._private"),
+                                   (5, "getattr(data, '_underlying_client_data', None)"), (6, "protected-access")]
 
 
 def test_stateful_ops_are_told_apart():

@@ -30,6 +30,7 @@ import tensorflow_federated as tff
 
 from helpers import config
 from helpers.runs import seeds
+from helpers.workers import tff_compat
 from helpers.data import download, emnist_file, offline
 from helpers.data.emnist_file import NUM_CLASSES
 
@@ -171,7 +172,7 @@ def make_federated_data(client_data, client_ids, **preprocess_kwargs):
 
 def examples_per_client(client_data):
     """Number of examples of each writer, in the order of ``client_data.client_ids`` (int array)."""
-    sql = _sql_file(client_data)
+    sql = tff_compat.sql_file_of(client_data)
     if sql is not None:
         path, split = sql
         with contextlib.closing(emnist_file.connect_read_only(path)) as connection:
@@ -192,7 +193,7 @@ def label_counts(client_data, client_ids=None, num_classes=NUM_CLASSES):
     ``client_ids``: default all writers. Use ``num_classes=62`` with letters.
     """
     client_ids = list(client_data.client_ids if client_ids is None else client_ids)
-    sql = _sql_file(client_data)
+    sql = tff_compat.sql_file_of(client_data)
     if sql is not None:
         labels = _labels_from_sql(*sql, client_ids)
     else:
@@ -222,14 +223,3 @@ def _labels_from_sql(path, split, client_ids):
                 example = tf.train.Example.FromString(blob)
                 labels[client_id].append(example.features.feature["label"].int64_list.value[0])
     return labels
-
-
-def _sql_file(client_data):
-    """(path, split) of the SQLite file behind ``client_data``, or None if it has none."""
-    while isinstance(client_data, tff.simulation.datasets.ClientData):
-        if isinstance(client_data, tff.simulation.datasets.SqlClientData):
-            # pylint: disable=protected-access
-            split, path = client_data._split_name, client_data._filepath
-            return None if split is None else (path, split)
-        client_data = getattr(client_data, "_underlying_client_data", None)
-    return None
