@@ -12,8 +12,8 @@
   (the same :class:`make_exercises.StudentSource` as the self-study copy), a
   copy of ``helpers/`` whose ``exercises/solutions.py`` is a stub raising
   ``ImportError`` (the reference solutions are withheld: ``exercises.solution``
-  says so, and the checks raise, as nbgrader's test cells must) and the two
-  lock inputs its setup cell reads;
+  says so, and the checks raise, as nbgrader's test cells must), the committed
+  ``results/`` and the two lock inputs its setup cell reads;
 - ``source/questions/``: notebooks 01-04 and 06 whose "Check your understanding"
   checks are locked nbgrader test cells worth one point each
   (:func:`graded_questions`), beside the same helpers and lock inputs;
@@ -150,8 +150,10 @@ def stop_left_workers(marker):
 
 
 def copy_support(folder):
-    """Put beside an assignment's notebooks in ``folder``: ``helpers/`` without the solutions, and the lock inputs."""
+    """Put beside an assignment's notebooks in ``folder``: ``helpers/`` without the solutions, the committed
+    ``results/`` (notebook 06 reads its from-scratch frontier there) and the lock inputs."""
     shutil.copytree(ROOT / "helpers", folder / "helpers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "results", folder / "results")
     (folder / "helpers" / "exercises" / "solutions.py").write_text(WITHHELD_STUB)
     for name in LOCK_INPUTS:
         shutil.copy2(ROOT / name, folder / name)
