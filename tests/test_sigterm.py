@@ -6,29 +6,15 @@ import time
 
 import psutil
 
-from tests.test_check_no_workers import running, stop
+from tests.test_check_no_workers import HOLD_A_WORKER, running, stop
 
-# A course script: helpers.setup.start(), one TFF computation (which starts a worker_binary), then a long wait.
-SCRIPT = """
-import time
-import psutil
-from helpers import setup
-setup.start()
-import tensorflow_federated as tff
-
-@tff.tensorflow.computation
-def one():
-    return 1
-
-assert one() == 1
-workers = [c.pid for c in psutil.Process().children(recursive=True) if c.name() == "worker_binary"]
-print("worker", workers[0], flush=True)
-time.sleep(600)
-"""
+# A course script: helpers.setup.start(), then the check's script (one TFF computation, which starts a
+# worker_binary, then a long wait), so the worker is the course's to stop.
+SCRIPT = "from helpers import setup\nsetup.start()\n" + HOLD_A_WORKER
 
 
 def test_sigterm_ends_the_script_and_its_worker():
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT, "600"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     worker = None
     try:
