@@ -4,7 +4,6 @@ import subprocess
 import sys
 import time
 
-import psutil
 
 from tests.test_check_no_workers import HOLD_A_WORKER, running, stop
 
