@@ -4,7 +4,6 @@ import subprocess
 import sys
 import time
 
-
 from tests.test_check_no_workers import HOLD_A_WORKER, running, stop
 
 # A course script: helpers.setup.start(), then the check's script (one TFF computation, which starts a
