@@ -12,7 +12,7 @@ output folder under DIR, which starts empty:
 - ``fast, solved 05``: the solved copy of 05 in fast mode, with the fast runs in place.
 
 Each run is saved with the commit, date, machine and load average as soon as it ends, so a cut-off session
-keeps the runs it finished. ``tests/test_quoted_figures.py`` checks INSTRUCTOR.md's schedule against the file.
+keeps the runs it finished. ``tests/test_quoted_timings.py`` checks INSTRUCTOR.md's schedule against the file.
 """
 import argparse
 import json
